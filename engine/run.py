@@ -1,0 +1,174 @@
+"""The driver of one run: validate, allocate, seed, call the kernels, assemble records.
+
+``run`` is the public entry point used by ``diffrnn run``, the scheduler and the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels as K
+from .config import ConfigError, RunConfig
+from .state import (
+    CYCLE, EVENT_DTYPE, N_ACTIVE, SMOOTHED, TRACE_DTYPE, BIRTH, Network, allocate_scratch,
+    init_network, make_hyper,
+)
+from .tasks import TaskData, build_task_data, parse_task
+
+ENGINE_VERSION = "0.1.0"
+STREAMS = ("init", "data", "structure")  # one generator per purpose, in this spawn order
+MAX_CYCLES = 10**9
+EVENT_BUFFER = 4096
+
+
+@dataclass
+class RunResult:
+    """What one run produced. ``traces`` and ``events`` are arrays of the record dtypes."""
+
+    run_id: str
+    config: RunConfig
+    task: str
+    seed: int
+    cycles: int  # requested
+    cycles_done: int
+    status: str  # "ok" or "diverged"
+    message: str
+    final_loss: float
+    final_neurons: int
+    entropy_floor: float | None
+    wall_seconds: float
+    train_seconds: float
+    traces: np.ndarray = field(repr=False)
+    events: np.ndarray = field(repr=False)
+    network: Network | None = field(default=None, repr=False)
+
+    @property
+    def cycles_per_second(self) -> float:
+        return self.cycles_done / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+    def summary(self) -> dict:
+        return {
+            "run_id": self.run_id, "status": self.status, "final_loss": self.final_loss,
+            "final_neurons": self.final_neurons, "cycles": self.cycles_done,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "cycles_per_second": round(self.cycles_per_second, 1),
+            "entropy_floor": self.entropy_floor, "task": self.task, "seed": self.seed,
+            "message": self.message,
+        }
+
+
+def run_id(config: RunConfig, task: str, cycles: int, seed: int) -> str:
+    """Stable id of a run: a hash of everything that determines its result."""
+    text = json.dumps({"config": config.to_dict(), "task": task, "cycles": cycles, "seed": seed},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def generators(seed: int) -> dict[str, np.random.Generator]:
+    """One independent generator per purpose, all derived from the run's seed."""
+    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    return {name: np.random.Generator(np.random.PCG64(child))
+            for name, child in zip(STREAMS, children)}
+
+
+def check_run_args(task: str, cycles: int, seed: int) -> None:
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or not 1 <= cycles <= MAX_CYCLES:
+        raise ConfigError(f"cycles = {cycles!r} is out of range: allowed [1, {MAX_CYCLES}]")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed = {seed!r} is out of range: allowed [0, 2**63)")
+    parse_task(task, cycles)
+
+
+def _task_tuple(task_data: TaskData):
+    return (task_data.data, task_data.stream_offset, task_data.stream_length,
+            task_data.phase_start, task_data.phase_stream)
+
+
+ProgressFn = Callable[[int, int, int, float, float], None]
+
+
+def run(config: RunConfig, task: str = "hard", cycles: int = 300_000, seed: int = 0, *,
+        progress: ProgressFn | None = None, chunk_cycles: int = 5000,
+        keep_network: bool = False) -> RunResult:
+    """Train one network and return its records.
+
+    ``progress(cycles_done, cycles, N, smoothed_loss, train_seconds)`` is called between
+    kernel calls (every ``chunk_cycles`` cycles). Bad arguments raise ``ConfigError``
+    before any work starts.
+    """
+    started = time.perf_counter()
+    if not isinstance(config, RunConfig):
+        raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
+    check_run_args(task, cycles, seed)
+    phases = parse_task(task, cycles)
+    rngs = generators(seed)
+    task_data = build_task_data(phases, config, cycles, rngs["data"])
+    vocab = task_data.vocab_size
+
+    net = init_network(config, vocab, rngs["init"])
+    scratch = allocate_scratch(config.capacity, vocab, config.seq_len, config.dtype)
+    hyper = make_hyper(config, vocab)
+    net.accum[SMOOTHED] = config.seq_len * math.log(vocab)
+
+    chunk = max(1, int(chunk_cycles))
+    trace_buffer = np.zeros(chunk // config.log_every + 2, dtype=TRACE_DTYPE)
+    event_buffer = np.zeros(EVENT_BUFFER + config.capacity, dtype=EVENT_DTYPE)
+    fill = np.zeros(2, dtype=np.int64)
+    traces, events = [], []
+    # the initial neurons are born at cycle 0
+    first = np.zeros(config.hidden_size, dtype=EVENT_DTYPE)
+    first["neuron_id"] = np.arange(config.hidden_size)
+    first["kind"] = BIRTH
+    first["multiplier"] = net.multipliers[: config.hidden_size]
+    events.append(first)
+
+    task_tuple = _task_tuple(task_data)
+    status = K.FINISHED
+    train_seconds = 0.0
+    while net.counters[CYCLE] < cycles:
+        todo = min(chunk, cycles - int(net.counters[CYCLE]))
+        fill[:] = 0
+        t0 = time.perf_counter()
+        status = K._train(net, scratch, hyper, task_tuple, rngs["structure"], todo,
+                          trace_buffer, event_buffer, fill)
+        train_seconds += time.perf_counter() - t0
+        traces.append(trace_buffer[: fill[0]].copy())
+        events.append(event_buffer[: fill[1]].copy())
+        if progress is not None:
+            progress(int(net.counters[CYCLE]), cycles, int(net.counters[N_ACTIVE]),
+                     float(net.accum[SMOOTHED]), train_seconds)
+        if status == K.DIVERGED:
+            break
+
+    trace_array = np.concatenate(traces) if traces else np.zeros(0, TRACE_DTYPE)
+    diverged = status == K.DIVERGED
+    done = int(net.counters[CYCLE])
+    # the final phase's floor is the one the final loss should be compared with
+    return RunResult(
+        run_id=run_id(config, task, cycles, seed), config=config, task=task, seed=seed,
+        cycles=cycles, cycles_done=done, status="diverged" if diverged else "ok",
+        message=f"loss became non-finite at cycle {done}" if diverged else "",
+        final_loss=float(net.accum[SMOOTHED]), final_neurons=int(net.counters[N_ACTIVE]),
+        entropy_floor=task_data.phase_floor[int(net.counters[4])],
+        wall_seconds=time.perf_counter() - started, train_seconds=train_seconds,
+        traces=trace_array, events=np.concatenate(events),
+        network=net if keep_network else None,
+    )
+
+
+def warm_up(dtypes: tuple[str, ...] = ("float64",)) -> float:
+    """Compile (or load from the cache) every kernel a run uses; returns seconds taken.
+
+    Call it once in the parent before fanning out, so that workers only read the cache.
+    """
+    t0 = time.perf_counter()
+    for dtype in dtypes:
+        run(RunConfig(dtype=dtype, log_every=1), "easy-hard-easy", 3, 0)
+    return time.perf_counter() - t0

@@ -1,0 +1,167 @@
+"""Network state as fixed-capacity buffers plus an active count.
+
+Every array is allocated once per run with room for ``capacity`` neurons; neuron ``i`` of
+the active network lives at index ``i < N``. Deletion compacts the survivors in place (the
+order is kept, as ``np.delete`` would) and addition writes index ``N``; nothing is ever
+reallocated. The kernels read these NamedTuples (Numba types them as tuples of arrays).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .config import RunConfig
+
+# record dtypes: each field is one Parquet column (see engine/records.py)
+TRACE_DTYPE = np.dtype([
+    ("cycle", np.int64), ("phase", np.int32), ("smoothed_loss", np.float64),
+    ("mean_loss", np.float64), ("neurons", np.int32), ("multiplier_sum", np.float64),
+    ("below_threshold", np.int32), ("data_position", np.int64),
+])
+EVENT_DTYPE = np.dtype([
+    ("cycle", np.int64), ("neuron_id", np.int64), ("kind", np.int8), ("age", np.int64),
+    ("multiplier", np.float64),
+])
+BIRTH, DEATH = 0, 1
+
+# slots of Network.counters and Network.accum
+N_ACTIVE, NEXT_ID, CYCLE, POSITION, PHASE, WINDOW_CYCLES = range(6)
+SMOOTHED, WINDOW_SUM = range(2)
+
+
+class Network(NamedTuple):
+    """Parameters, Adagrad memories and bookkeeping of one run, at full capacity."""
+
+    Wxh: np.ndarray  # (capacity, vocab) input weights
+    Whh: np.ndarray  # (capacity, capacity) recurrent weights, row = receiving neuron
+    Wiy: np.ndarray  # (vocab, capacity) output weights
+    bh: np.ndarray  # (capacity,)
+    by: np.ndarray  # (vocab,)
+    multipliers: np.ndarray  # (capacity,) 1.0 and never updated in fixed mode
+    mem_Wxh: np.ndarray  # Adagrad memories, same shapes as the parameters
+    mem_Whh: np.ndarray
+    mem_Wiy: np.ndarray
+    mem_bh: np.ndarray
+    mem_by: np.ndarray
+    mem_multipliers: np.ndarray
+    hidden: np.ndarray  # (capacity,) state carried from one cycle to the next
+    neuron_id: np.ndarray  # (capacity,) int64, stable, never reused
+    birth_cycle: np.ndarray  # (capacity,) int64
+    counters: np.ndarray  # int64: N, next id, cycle, data position, phase, window cycles
+    accum: np.ndarray  # float64: smoothed loss, window loss sum
+
+
+class Scratch(NamedTuple):
+    """Work buffers of one cycle: gradients and the unrolled 40 steps."""
+
+    dWxh: np.ndarray
+    dWhh: np.ndarray
+    dWiy: np.ndarray
+    dbh: np.ndarray
+    dby: np.ndarray
+    dmultipliers: np.ndarray
+    hs: np.ndarray  # (seq_len + 1, capacity): hs[0] is the carried state, hs[t+1] step t
+    probs: np.ndarray  # (seq_len, vocab)
+    dh_raw: np.ndarray  # (seq_len, capacity) gradient at the tanh input, per step
+    dh_next: np.ndarray  # (capacity,)
+    work: np.ndarray  # (capacity,)
+    order: np.ndarray  # (capacity,) int64, structure step
+    keep: np.ndarray  # (capacity,) bool, structure step
+
+
+class Hyper(NamedTuple):
+    """Scalars the kernels read; float fields used in hot loops carry the run's dtype."""
+
+    variable: bool
+    seq_len: int
+    vocab: int
+    max_neurons: int  # capacity - 1: addition stops there
+    keep_below: int
+    log_every: int
+    deletion_threshold: float
+    min_multiplier: float
+    add_prob: float
+    delete_prob: float
+    spontaneous_add_prob: float
+    init_scale: float
+    smoothing: float
+    l1_strength: np.floating
+    learning_rate: np.floating
+    grad_clip: np.floating
+    adagrad_eps: np.floating
+
+
+def make_hyper(config: RunConfig, vocab: int) -> Hyper:
+    real = np.dtype(config.dtype).type
+    return Hyper(
+        variable=config.variable, seq_len=config.seq_len, vocab=vocab,
+        max_neurons=config.capacity - 1, keep_below=config.keep_below,
+        log_every=config.log_every, deletion_threshold=config.deletion_threshold,
+        min_multiplier=config.min_multiplier, add_prob=config.add_prob,
+        delete_prob=config.delete_prob, spontaneous_add_prob=config.spontaneous_add_prob,
+        init_scale=config.init_scale, smoothing=config.smoothing,
+        l1_strength=real(config.l1_strength), learning_rate=real(config.learning_rate),
+        grad_clip=real(config.grad_clip), adagrad_eps=real(1e-8),
+    )
+
+
+def allocate_network(capacity: int, vocab: int, dtype: str | np.dtype) -> Network:
+    """Zeroed buffers for ``capacity`` neurons (the caller initialises them)."""
+    real = np.dtype(dtype)
+
+    def zeros(*shape):
+        return np.zeros(shape, dtype=real)
+
+    return Network(
+        zeros(capacity, vocab), zeros(capacity, capacity), zeros(vocab, capacity),
+        zeros(capacity), zeros(vocab), zeros(capacity),
+        zeros(capacity, vocab), zeros(capacity, capacity), zeros(vocab, capacity),
+        zeros(capacity), zeros(vocab), zeros(capacity),
+        zeros(capacity),
+        np.full(capacity, -1, dtype=np.int64), np.zeros(capacity, dtype=np.int64),
+        np.zeros(8, dtype=np.int64), np.zeros(2, dtype=np.float64),
+    )
+
+
+def allocate_scratch(capacity: int, vocab: int, seq_len: int, dtype: str | np.dtype) -> Scratch:
+    real = np.dtype(dtype)
+    return Scratch(
+        np.zeros((capacity, vocab), real), np.zeros((capacity, capacity), real),
+        np.zeros((vocab, capacity), real), np.zeros(capacity, real), np.zeros(vocab, real),
+        np.zeros(capacity, real), np.zeros((seq_len + 1, capacity), real),
+        np.zeros((seq_len, vocab), real), np.zeros((seq_len, capacity), real),
+        np.zeros(capacity, real), np.zeros(capacity, real),
+        np.zeros(capacity, np.int64), np.zeros(capacity, np.bool_),
+    )
+
+
+def init_network(config: RunConfig, vocab: int, rng: np.random.Generator) -> Network:
+    """The paper's initial network: weights N(0, init_scale^2), biases 0, multipliers 1."""
+    net = allocate_network(config.capacity, vocab, config.dtype)
+    n = config.hidden_size
+    scale = config.init_scale
+    # drawn in float64 then cast, so both dtypes start from the same weights
+    net.Wxh[:n] = rng.normal(0.0, scale, (n, vocab)) if scale > 0 else 0.0
+    net.Whh[:n, :n] = rng.normal(0.0, scale, (n, n)) if scale > 0 else 0.0
+    net.Wiy[:, :n] = rng.normal(0.0, scale, (vocab, n)) if scale > 0 else 0.0
+    net.multipliers[:] = 1.0  # fixed mode reads 1.0 everywhere: output Wiy h
+    net.neuron_id[:n] = np.arange(n)
+    net.counters[N_ACTIVE] = n
+    net.counters[NEXT_ID] = n
+    return net
+
+
+def active_view(net: Network) -> dict[str, np.ndarray]:
+    """Copies of the active part of every per-neuron array (for tests and inspection)."""
+    n = int(net.counters[N_ACTIVE])
+    return {
+        "Wxh": net.Wxh[:n].copy(), "Whh": net.Whh[:n, :n].copy(), "Wiy": net.Wiy[:, :n].copy(),
+        "bh": net.bh[:n].copy(), "by": net.by.copy(), "multipliers": net.multipliers[:n].copy(),
+        "mem_Wxh": net.mem_Wxh[:n].copy(), "mem_Whh": net.mem_Whh[:n, :n].copy(),
+        "mem_Wiy": net.mem_Wiy[:, :n].copy(), "mem_bh": net.mem_bh[:n].copy(),
+        "mem_by": net.mem_by.copy(), "mem_multipliers": net.mem_multipliers[:n].copy(),
+        "hidden": net.hidden[:n].copy(), "neuron_id": net.neuron_id[:n].copy(),
+        "birth_cycle": net.birth_cycle[:n].copy(),
+    }
