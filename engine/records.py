@@ -1,0 +1,49 @@
+"""The fixed, versioned schema of everything a run stores (Parquet via pyarrow).
+
+Three datasets, one row type each:
+- ``runs``: one row per run: identity, every config field as its own column, outcome.
+- ``traces``: one row per ``log_every`` cycles (``engine.state.TRACE_DTYPE`` + run_id).
+- ``events``: one row per neuron birth or death (``engine.state.EVENT_DTYPE`` + run_id).
+Record arrays leave the kernels with those dtypes; each field maps to one column here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+
+from .config import RunConfig
+from .state import EVENT_DTYPE, TRACE_DTYPE
+
+SCHEMA_VERSION = 1
+
+
+def _arrow_type(kind) -> pa.DataType:
+    return {int: pa.int64(), float: pa.float64(), str: pa.string()}[kind]
+
+
+def _from_numpy(dtype: np.dtype) -> list[pa.Field]:
+    return [pa.field(name, pa.from_numpy_dtype(dtype[name])) for name in dtype.names]
+
+
+CONFIG_FIELDS = [pa.field(f.name, _arrow_type(f.metadata["kind"]))
+                 for f in dataclasses.fields(RunConfig)]
+
+RUNS_SCHEMA = pa.schema(
+    [pa.field("run_id", pa.string()), pa.field("study", pa.string()),
+     pa.field("condition", pa.string()), pa.field("task", pa.string()),
+     pa.field("seed", pa.int64()), pa.field("cycles", pa.int64())]
+    + CONFIG_FIELDS
+    + [pa.field("status", pa.string()), pa.field("error", pa.string()),
+       pa.field("cycles_done", pa.int64()), pa.field("final_loss", pa.float64()),
+       pa.field("final_neurons", pa.int64()), pa.field("entropy_floor", pa.float64()),
+       pa.field("wall_seconds", pa.float64()), pa.field("cycles_per_second", pa.float64()),
+       pa.field("engine_version", pa.string()), pa.field("schema_version", pa.int32())],
+    metadata={"schema_version": str(SCHEMA_VERSION)},
+)
+TRACES_SCHEMA = pa.schema([pa.field("run_id", pa.string())] + _from_numpy(TRACE_DTYPE),
+                          metadata={"schema_version": str(SCHEMA_VERSION)})
+EVENTS_SCHEMA = pa.schema([pa.field("run_id", pa.string())] + _from_numpy(EVENT_DTYPE),
+                          metadata={"schema_version": str(SCHEMA_VERSION)})
