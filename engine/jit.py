@@ -22,3 +22,10 @@ _POLICY = dict(nogil=True, cache=True, fastmath=set(FASTMATH_FLAGS), error_model
 def kernel(function):
     """Compile ``function`` with the engine's policy (see module docstring)."""
     return numba.njit(**_POLICY)(function)
+
+
+def inline_kernel(function):
+    """A small helper inlined into its callers at Numba IR level. LLVM does not always
+    inline calls between Numba functions, and a call passing arrays costs tens of ns,
+    as much as a whole step at small N."""
+    return numba.njit(inline="always", **_POLICY)(function)

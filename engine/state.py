@@ -57,6 +57,7 @@ class Scratch(NamedTuple):
     """Work buffers of one cycle: gradients and the unrolled 40 steps."""
 
     dWxh: np.ndarray
+    dWxh_by_input: np.ndarray  # (vocab, capacity): dWxh transposed while accumulating
     dWhh: np.ndarray
     dWiy: np.ndarray
     dbh: np.ndarray
@@ -128,7 +129,8 @@ def allocate_network(capacity: int, vocab: int, dtype: str | np.dtype) -> Networ
 def allocate_scratch(capacity: int, vocab: int, seq_len: int, dtype: str | np.dtype) -> Scratch:
     real = np.dtype(dtype)
     return Scratch(
-        np.zeros((capacity, vocab), real), np.zeros((capacity, capacity), real),
+        np.zeros((capacity, vocab), real), np.zeros((vocab, capacity), real),
+        np.zeros((capacity, capacity), real),
         np.zeros((vocab, capacity), real), np.zeros(capacity, real), np.zeros(vocab, real),
         np.zeros(capacity, real), np.zeros((seq_len + 1, capacity), real),
         np.zeros((seq_len, vocab), real), np.zeros((seq_len, capacity), real),

@@ -1,0 +1,472 @@
+"""The paper's figures, drawn from a results store (median and inter-quartile range over seeds).
+
+Two kinds of figure per study:
+
+- ``NAME-by-condition``: one column per variable-size condition (Figures 1 and 3), smoothed
+  loss on top and number of neurons below, each as the median over seeds with the
+  inter-quartile range shaded; task switches as vertical lines, the entropy floor of each
+  phase as a dashed line.
+- ``NAME-sizes-TASK``: for each task that has fixed-size conditions (Figure 2), every
+  fixed size as a thin coloured median line and the variable-size network as a thick black
+  one (inter-quartile ranges left out for clarity, as in the paper).
+
+Everything plotted comes from :func:`median_curves`, so the curves can be checked against
+the store. Matplotlib is used through its Agg canvas only: no display, no pyplot state.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from .config import RunConfig, field_names
+from .tasks import entropy_floor, parse_task
+
+QUANTITIES = ("smoothed_loss", "neurons")
+REFERENCE_SEQ_LEN = 40  # the paper's unit: nats per 40 characters
+# columns that identify a group of runs besides the seed (config fields come on top)
+IDENTITY = ("condition", "task", "cycles")
+# config fields that never change a curve's meaning; they do not split groups
+NOT_IDENTITY = ("log_every", "dtype")
+FORMATS = ("png", "svg")
+
+
+# -- grouping ------------------------------------------------------------------------------
+def ok_runs(runs_df: pd.DataFrame) -> pd.DataFrame:
+    """Runs that finished (status ``ok``); diverged or failed runs have no full curve."""
+    if "status" not in runs_df.columns:
+        return runs_df
+    return runs_df[runs_df["status"] == "ok"]
+
+
+def _key_columns(runs_df: pd.DataFrame) -> list[str]:
+    names = [c for c in IDENTITY if c in runs_df.columns]
+    names += [c for c in field_names() if c in runs_df.columns and c not in NOT_IDENTITY]
+    return names
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _fmt_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def group_labels(runs_df: pd.DataFrame) -> pd.Series:
+    """One label per run (indexed like ``runs_df``): runs sharing a label differ by seed only.
+
+    The label is the condition name, followed by the parameters that vary between runs of
+    that condition (a ``[grid]``), e.g. ``variable (l1_strength=1e-05)``. Runs without a
+    condition are named after their task and mode.
+    """
+    if runs_df.empty:
+        return pd.Series([], dtype=object, index=runs_df.index)
+    base = []
+    for _, row in runs_df.iterrows():
+        condition = _clean(row.get("condition"))
+        if condition:
+            base.append(str(condition))
+        else:
+            mode = _clean(row.get("mode")) or "variable"
+            size = f"-{_clean(row.get('hidden_size'))}" if mode == "fixed" else ""
+            base.append(f"{_clean(row.get('task'))} {mode}{size}")
+    base = pd.Series(base, index=runs_df.index)
+    keys = [c for c in _key_columns(runs_df) if c != "condition"]
+    labels = base.copy()
+    for name, members in runs_df.groupby(base, sort=False):
+        varying = [c for c in keys if members[c].astype(str).nunique() > 1]
+        if not varying:
+            continue
+        for index, row in members.iterrows():
+            extra = ", ".join(f"{c}={_fmt_value(_clean(row[c]))}" for c in varying)
+            labels[index] = f"{name} ({extra})"
+    return labels
+
+
+def median_curves(runs_df: pd.DataFrame, traces_df: pd.DataFrame,
+                  by: str | Sequence[str] | None = None, *, only_ok: bool = True) -> pd.DataFrame:
+    """Median and quartiles over runs, per group and per trace cycle.
+
+    ``by``: None groups by :func:`group_labels` (condition plus varying parameters) into a
+    column ``group``; otherwise the name(s) of runs columns to group by (e.g. ``"task"``).
+    Returns one row per group and cycle with ``runs`` (how many runs have that cycle) and
+    ``<q>_median``, ``<q>_q25``, ``<q>_q75`` for ``q`` in smoothed_loss and neurons.
+    Quartiles are pandas' linear-interpolation quantiles; the median is the plain median.
+    """
+    runs = ok_runs(runs_df) if only_ok else runs_df
+    if by is None:
+        keys = ["group"]
+        table = pd.DataFrame({"run_id": runs["run_id"].to_numpy(),
+                              "group": group_labels(runs).to_numpy()})
+    else:
+        keys = [by] if isinstance(by, str) else list(by)
+        table = runs[["run_id", *keys]]
+    merged = traces_df[["run_id", "cycle", *QUANTITIES]].merge(table, on="run_id", how="inner")
+    columns = [*keys, "cycle", "runs"]
+    columns += [f"{q}_{s}" for q in QUANTITIES for s in ("median", "q25", "q75")]
+    if merged.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = merged.groupby([*keys, "cycle"], sort=False)
+    out = grouped["run_id"].nunique().rename("runs").to_frame()
+    for q in QUANTITIES:
+        values = grouped[q]
+        out[f"{q}_median"] = values.median()
+        out[f"{q}_q25"] = values.quantile(0.25)
+        out[f"{q}_q75"] = values.quantile(0.75)
+    out = out.reset_index()
+    # groups in order of first appearance, cycles ascending
+    order = {k: i for i, k in enumerate(dict.fromkeys(map(tuple, table[keys].to_numpy())))}
+    out["_order"] = [order.get(tuple(k), 0) for k in out[keys].to_numpy()]
+    out = out.sort_values(["_order", "cycle"], kind="stable").drop(columns="_order")
+    return out[columns].reset_index(drop=True)
+
+
+# -- what a group's runs share: task phases, floors, units ---------------------------------
+@dataclass(frozen=True)
+class GroupInfo:
+    label: str
+    task: str
+    mode: str
+    hidden_size: int
+    cycles: int
+    seq_len: int
+    seeds: int  # finished runs
+    failed: int  # runs not "ok"
+    phases: tuple[tuple[str, int, int, float | None], ...]  # (task, start, end, floor)
+
+
+def config_of(row: pd.Series | dict) -> RunConfig:
+    """The RunConfig stored in a runs row (every config field is its own column)."""
+    values = {}
+    for name in field_names():
+        if name in row and _clean(row[name]) is not None:
+            values[name] = _clean(row[name])
+    return RunConfig.from_dict(values)
+
+
+def phases_of(task: str, cycles: int, config: RunConfig):
+    """(task, start, end, floor) per phase of a run; floor None when unknown (files)."""
+    phases = parse_task(task, cycles)
+    ends = [p.start for p in phases[1:]] + [cycles]
+    return tuple((p.task, p.start, end, entropy_floor(p.task, config))
+                 for p, end in zip(phases, ends))
+
+
+def group_info(runs_df: pd.DataFrame) -> dict[str, GroupInfo]:
+    """What each group's runs share, keyed by group label, in order of first appearance."""
+    labels = group_labels(runs_df)
+    infos = {}
+    for label, members in runs_df.groupby(labels, sort=False):
+        done = ok_runs(members)
+        row = (done if len(done) else members).iloc[0]
+        config = config_of(row)
+        task, cycles = str(row["task"]), int(row["cycles"])
+        infos[label] = GroupInfo(
+            label=label, task=task, mode=config.mode, hidden_size=config.hidden_size,
+            cycles=cycles, seq_len=config.seq_len, seeds=len(done),
+            failed=len(members) - len(done), phases=phases_of(task, cycles, config))
+    return infos
+
+
+def loss_scale(infos: Sequence[GroupInfo]) -> tuple[float, str]:
+    """Factor and axis label for the loss: as stored when every run has one seq_len,
+    otherwise converted to the paper's nats per 40 characters."""
+    lengths = {info.seq_len for info in infos}
+    if len(lengths) == 1:
+        (length,) = lengths
+        return 1.0, f"smoothed loss (nats per {length} characters)"
+    return float("nan"), f"smoothed loss (nats per {REFERENCE_SEQ_LEN} characters)"
+
+
+def _scale_for(info: GroupInfo, common: float) -> float:
+    return common if not math.isnan(common) else REFERENCE_SEQ_LEN / info.seq_len
+
+
+# -- drawing -------------------------------------------------------------------------------
+def _cycles_formatter():
+    def fmt(x, _pos):
+        if abs(x) >= 1000:
+            return f"{x / 1000:g}k"
+        return f"{x:g}"
+    return FuncFormatter(fmt)
+
+
+def _mark_phases(ax, info: GroupInfo, *, names: bool) -> None:
+    if len(info.phases) < 2:
+        return
+    for task, start, end, _floor in info.phases:
+        if start > 0:
+            ax.axvline(start, color="0.35", linestyle=":", linewidth=1.2, zorder=1,
+                       label="task switch" if start == info.phases[1][1] else None)
+        if names:
+            ax.text((start + end) / 2, 0.98, task, transform=ax.get_xaxis_transform(),
+                    ha="center", va="top", fontsize=9, color="0.25")
+
+
+def _draw_floors(ax, info: GroupInfo, scale: float, color: str = "0.2", label: bool = True):
+    drawn = False
+    for _task, start, end, floor in info.phases:
+        if floor is None:
+            continue
+        ax.hlines(floor * scale, start, end, colors=color, linestyles="dashed", linewidth=1.3,
+                  zorder=2, label="entropy floor" if label and not drawn else None)
+        drawn = True
+
+
+def _loss_limits(curves: pd.DataFrame, floors: list[float], cycles: int, column: str):
+    """Y range of a loss panel: from just under the floor to the curve after the start-up
+    transient (the smoothed loss starts at 40 ln 4 = 55.5 and would flatten the rest)."""
+    late = curves[curves["cycle"] >= 0.1 * cycles]
+    if late.empty:
+        late = curves
+    top = float(np.nanmax(late[column].to_numpy(dtype=float))) if len(late) else 1.0
+    values = curves[[c for c in curves.columns if c.startswith("smoothed_loss_")]]
+    low = float(np.nanmin(values.to_numpy(dtype=float))) if len(values) else 0.0
+    low = min([low, *floors]) if floors else low
+    span = max(top - low, 0.05 * max(abs(top), 1.0))
+    return low - 0.08 * span, top + 0.12 * span
+
+
+def _finish_axes(ax) -> None:
+    ax.grid(True, color="0.9", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.xaxis.set_major_formatter(_cycles_formatter())
+    ax.tick_params(labelsize=9)
+
+
+def draw_by_condition(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: str) -> Figure:
+    """Figures 1 and 3: a column per group, loss (top) and N (bottom), medians with IQR."""
+    labels = [label for label in infos if label in set(curves["group"])]
+    columns = max(1, len(labels))
+    fig = Figure(figsize=(4.6 * columns + 0.6, 6.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, columns, sharex="col", sharey="row", squeeze=False)
+    scale, ylabel = loss_scale([infos[label] for label in labels] or list(infos.values()))
+    limits = []
+    for col, label in enumerate(labels):
+        info = infos[label]
+        k = _scale_for(info, scale)
+        data = curves[curves["group"] == label]
+        x = data["cycle"].to_numpy()
+        loss_ax, n_ax = axes[0, col], axes[1, col]
+        loss_ax.fill_between(x, data["smoothed_loss_q25"] * k, data["smoothed_loss_q75"] * k,
+                             color="tab:blue", alpha=0.25, linewidth=0, label="inter-quartile range")
+        line, = loss_ax.plot(x, data["smoothed_loss_median"] * k, color="tab:blue", linewidth=1.8,
+                             label="median")
+        line.set_gid(f"median:smoothed_loss:{label}")
+        _draw_floors(loss_ax, info, k)
+        _mark_phases(loss_ax, info, names=True)
+        floors = [f * k for *_rest, f in info.phases if f is not None]
+        scaled = data.assign(**{c: data[c] * k for c in data.columns
+                                if c.startswith("smoothed_loss_")})
+        limits.append(_loss_limits(scaled, floors, info.cycles, "smoothed_loss_q75"))
+
+        n_ax.fill_between(x, data["neurons_q25"], data["neurons_q75"], color="tab:red",
+                          alpha=0.25, linewidth=0, label="inter-quartile range")
+        line, = n_ax.plot(x, data["neurons_median"], color="tab:red", linewidth=1.8,
+                          label="median")
+        line.set_gid(f"median:neurons:{label}")
+        _mark_phases(n_ax, info, names=False)
+
+        failed = f", {info.failed} failed run(s) left out" if info.failed else ""
+        loss_ax.set_title(f"{label}\n{info.task}, {info.mode} size, {info.seeds} seeds{failed}",
+                          fontsize=11)
+        n_ax.set_xlabel("cycle (40-character sequences)" if info.seq_len == 40
+                        else f"cycle ({info.seq_len}-character sequences)", fontsize=10)
+        n_ax.set_ylim(bottom=0)
+        for ax in (loss_ax, n_ax):
+            _finish_axes(ax)
+    if limits:
+        axes[0, 0].set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
+    axes[0, 0].set_ylabel(ylabel, fontsize=10)
+    axes[1, 0].set_ylabel("number of neurons N", fontsize=10)
+    if labels:
+        axes[0, -1].legend(loc="upper right", fontsize=8, framealpha=0.9,
+                           bbox_to_anchor=(1.0, 0.9) if len(infos[labels[-1]].phases) > 1
+                           else None)
+        axes[1, -1].legend(loc="lower right", fontsize=8, framealpha=0.9)
+    fig.suptitle(f"{name}: smoothed loss and network size (median and inter-quartile range "
+                 "over seeds)", fontsize=12)
+    return fig
+
+
+def draw_sizes(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: str, task: str) -> Figure:
+    """Figure 2: fixed sizes as thin coloured medians, variable size as a thick black one."""
+    members = [infos[label] for label in infos
+               if infos[label].task == task and label in set(curves["group"])]
+    fixed = sorted((i for i in members if i.mode == "fixed"), key=lambda i: i.hidden_size)
+    variable = [i for i in members if i.mode == "variable"]
+    scale, ylabel = loss_scale(members)
+    fig = Figure(figsize=(8.0, 7.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    loss_ax, n_ax = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    colors = matplotlib.colormaps["viridis"]
+    limits = []
+    for i, info in enumerate(fixed + variable):
+        data = curves[curves["group"] == info.label]
+        k = _scale_for(info, scale)
+        x = data["cycle"].to_numpy()
+        if info.mode == "fixed":
+            color = colors(0.9 * i / max(1, len(fixed) - 1)) if len(fixed) > 1 else "tab:blue"
+            style = dict(color=color, linewidth=1.2)
+            text = f"{info.label} (fixed N = {info.hidden_size})"
+        else:
+            style = dict(color="black", linewidth=3.0, zorder=5)
+            text = f"{info.label} (variable size)"
+        line, = loss_ax.plot(x, data["smoothed_loss_median"] * k, label=text, **style)
+        line.set_gid(f"median:smoothed_loss:{info.label}")
+        line, = n_ax.plot(x, data["neurons_median"], label=text, **style)
+        line.set_gid(f"median:neurons:{info.label}")
+        cycles = info.cycles
+        floors = [f * k for *_r, f in info.phases if f is not None]
+        scaled = data.assign(smoothed_loss_median=data["smoothed_loss_median"] * k)
+        limits.append(_loss_limits(scaled[["cycle", "smoothed_loss_median"]], floors, cycles,
+                                   "smoothed_loss_median"))
+    if members:
+        reference = variable[0] if variable else members[0]
+        _draw_floors(loss_ax, reference, _scale_for(reference, scale))
+        _mark_phases(loss_ax, reference, names=True)
+        _mark_phases(n_ax, reference, names=False)
+    if limits:
+        loss_ax.set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
+    seeds = sorted({i.seeds for i in members})
+    seeds_text = "/".join(str(s) for s in seeds)
+    loss_ax.set_title(f"{name}: {task} task, fixed versus variable size\nmedians over "
+                      f"{seeds_text} seeds (inter-quartile ranges not shown, as in the paper)",
+                      fontsize=11)
+    loss_ax.set_ylabel(ylabel, fontsize=10)
+    n_ax.set_ylabel("number of neurons N", fontsize=10)
+    n_ax.set_xlabel("cycle (40-character sequences)", fontsize=10)
+    n_ax.set_ylim(bottom=0)
+    loss_ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    for ax in (loss_ax, n_ax):
+        _finish_axes(ax)
+    return fig
+
+
+def draw_study(runs_df: pd.DataFrame, traces_df: pd.DataFrame,
+               name: str) -> list[tuple[str, Figure]]:
+    """Build (without saving) every figure of a study: ``[(file stem, Figure), ...]``."""
+    runs = runs_df.reset_index(drop=True)
+    curves = median_curves(runs, traces_df)
+    done = ok_runs(runs)
+    infos = group_info(runs)
+    drawn = set(curves["group"]) if len(curves) else set()
+    figures = []
+    variable = {label: info for label, info in infos.items()
+                if info.mode == "variable" and label in drawn}
+    if variable:
+        figures.append((f"{name}-by-condition", draw_by_condition(curves, variable, name)))
+    tasks_with_fixed = dict.fromkeys(info.task for label, info in infos.items()
+                                     if info.mode == "fixed" and label in drawn)
+    for task in tasks_with_fixed:
+        figures.append((f"{name}-sizes-{_slug(task)}", draw_sizes(curves, infos, name, task)))
+    if not figures and len(done):
+        raise ValueError(f"study {name!r}: no trace records for its {len(done)} finished runs")
+    return figures
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "task"
+
+
+def plot_study(runs_df: pd.DataFrame, traces_df: pd.DataFrame, out_dir: str | Path,
+               name: str) -> list[Path]:
+    """Draw a study's figures into ``out_dir`` as PNG and SVG; returns the written paths.
+
+    ``runs_df`` and ``traces_df`` are the study's rows of the store's ``runs`` and
+    ``traces`` tables (see engine/records.py). Raises ValueError if no run finished.
+    """
+    if ok_runs(runs_df).empty:
+        raise ValueError(f"study {name!r} has no finished runs to plot")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for stem, fig in draw_study(runs_df, traces_df, name):
+        for fmt in FORMATS:
+            path = out / f"{stem}.{fmt}"
+            fig.savefig(path, dpi=130 if fmt == "png" else None)
+            paths.append(path)
+    return paths
+
+
+# -- loading and the CLI -------------------------------------------------------------------
+def load_study(results: str | Path, study: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs and traces of one study (or of every study) from a results store."""
+    try:
+        from . import store
+    except ImportError:  # the store module is not there yet: read the partitions directly
+        return _read_table(results, "runs", study), _read_table(results, "traces", study)
+    runs = store.load_runs(results, study=study)
+    traces = store.load_traces(results, study=study)
+    return runs, traces
+
+
+def _read_table(results: str | Path, table: str, study: str | None) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(results) / table
+    folders = [root / f"study={study}"] if study else sorted(root.glob("study=*"))
+    parts = [pq.read_table(f) for d in folders if d.is_dir() for f in sorted(d.glob("*.parquet"))]
+    if not parts:
+        return pd.DataFrame()
+    return pa.concat_tables(parts, promote_options="default").to_pandas()
+
+
+def studies_in(results: str | Path) -> list[str]:
+    """Names of the studies a store holds (its ``runs/study=NAME`` partitions)."""
+    root = Path(results) / "runs"
+    if not root.is_dir():
+        return []
+    return sorted(p.name.split("=", 1)[1] for p in root.iterdir()
+                  if p.is_dir() and p.name.startswith("study="))
+
+
+def cli_figures(args) -> int:
+    """``diffrnn figures RESULTS --study NAME --out DIR``: draw, save, print the paths."""
+    results = Path(args.results)
+    study = getattr(args, "study", None)
+    out = Path(getattr(args, "out", None) or "figures")
+    if not (results / "runs").is_dir():
+        print(f"figures: {results} is not a results store (no runs/ in it)", file=sys.stderr)
+        return 2
+    names = [study] if study else studies_in(results)
+    if not names:
+        print(f"figures: no study in {results}", file=sys.stderr)
+        return 1
+    status = 0
+    for name in names:
+        runs, traces = load_study(results, name)
+        if runs.empty:
+            known = ", ".join(studies_in(results)) or "none"
+            print(f"figures: study {name!r} has no runs in {results} (studies: {known})",
+                  file=sys.stderr)
+            status = 1
+            continue
+        try:
+            paths = plot_study(runs, traces, out, name)
+        except ValueError as error:
+            print(f"figures: {error}", file=sys.stderr)
+            status = 1
+            continue
+        for path in paths:
+            print(path)
+    return status

@@ -1,0 +1,448 @@
+"""The results store: three Parquet datasets that survive a kill, and their loaders.
+
+Layout (hive-partitioned by study, readable as is by ``pd.read_parquet`` and duckdb)::
+
+    RESULTS/runs/study=NAME/part-<batch>.parquet     one row per run (RUNS_SCHEMA)
+    RESULTS/traces/study=NAME/part-<batch>.parquet   log records (TRACES_SCHEMA)
+    RESULTS/events/study=NAME/part-<batch>.parquet   births and deaths (EVENTS_SCHEMA)
+
+The ``study`` column lives only in the directory name (the hive partition key), so files
+hold ``RUNS_SCHEMA`` without ``study``; every reader adds it back from the path. One batch
+of runs gives one file in each dataset, all three with the same ``part-<batch>`` name.
+
+Crash safety:
+- a file is written under a temporary name beginning with ``.`` (pyarrow, pandas and the
+  loaders below skip such names), flushed to disk, then renamed (``os.replace``, atomic);
+- a batch writes its traces and events files first and its runs file last: a run counts as
+  stored only once its runs row exists. A kill in between leaves traces/events files
+  without a runs file (orphans); loaders ignore rows whose run is not in ``runs``, and
+  ``clean_study`` (called when a study starts) deletes such files and stale temporaries;
+- ``stored_run_ids`` reads ``runs`` only, so a resumed study re-runs exactly the runs whose
+  runs row is missing. Loaders also drop duplicate rows defensively.
+
+Single runs of ``diffrnn run --out DIR`` go to the study ``adhoc`` (condition ``default``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .config import ConfigError
+from .records import EVENTS_SCHEMA, RUNS_SCHEMA, SCHEMA_VERSION, TRACES_SCHEMA
+from .run import ENGINE_VERSION, RunResult
+
+DATASETS = ("runs", "traces", "events")
+ADHOC_STUDY = "adhoc"
+DEFAULT_CONDITION = "default"
+PARTITION = "study"
+# columns of ``runs`` that depend on the machine's speed, not on the run's config and seed
+TIMING_COLUMNS = ("wall_seconds", "cycles_per_second")
+
+_FILE_SCHEMAS = {
+    "runs": pa.schema([f for f in RUNS_SCHEMA if f.name != PARTITION],
+                      metadata=RUNS_SCHEMA.metadata),
+    "traces": TRACES_SCHEMA,
+    "events": EVENTS_SCHEMA,
+}
+RUNS_FILE_SCHEMA = _FILE_SCHEMAS["runs"]
+# natural keys: unique within one study (used to drop duplicate rows on load)
+_KEYS = {
+    "runs": ["study", "run_id"],
+    "traces": ["study", "run_id", "cycle"],
+    "events": ["study", "run_id", "cycle", "neuron_id", "kind"],
+}
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._+-]{0,99}")
+
+
+class StoreError(ConfigError):
+    """A bad store argument (unknown column, bad study name); one line."""
+
+
+def check_name(name: Any, what: str = "study name") -> str:
+    """Study and condition names: a letter, then letters, digits, '.', '_', '+' or '-'."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise StoreError(f"{what} {name!r} is not allowed: a letter then up to 99 letters, "
+                         "digits, '.', '_', '+' or '-'")
+    return name
+
+
+# -- writing ------------------------------------------------------------------------------
+def _float_or_none(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def runs_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
+    """One row per (condition, result), in the on-disk schema (no ``study`` column)."""
+    rows = []
+    for condition, result in items:
+        row = {"run_id": result.run_id, "condition": condition, "task": result.task,
+               "seed": int(result.seed), "cycles": int(result.cycles)}
+        row.update(result.config.to_dict())
+        row.update(
+            status=result.status, error=result.message or None,
+            cycles_done=int(result.cycles_done), final_loss=float(result.final_loss),
+            final_neurons=int(result.final_neurons),
+            entropy_floor=_float_or_none(result.entropy_floor),
+            wall_seconds=float(result.wall_seconds),
+            cycles_per_second=float(result.cycles_per_second),
+            engine_version=ENGINE_VERSION, schema_version=SCHEMA_VERSION,
+        )
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=RUNS_FILE_SCHEMA)
+
+
+def _records_table(arrays: Sequence[np.ndarray], run_ids: Sequence[str],
+                   schema: pa.Schema) -> pa.Table:
+    counts = [len(a) for a in arrays]
+    merged = np.concatenate(arrays) if arrays else None
+    columns = {"run_id": pa.array(np.repeat(np.asarray(run_ids, dtype=object), counts),
+                                  type=pa.string())}
+    for field in schema:
+        if field.name == "run_id":
+            continue
+        values = np.ascontiguousarray(merged[field.name]) if merged is not None else []
+        columns[field.name] = pa.array(values, type=field.type)
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def traces_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
+    return _records_table([r.traces for _, r in items], [r.run_id for _, r in items],
+                          TRACES_SCHEMA)
+
+
+def events_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
+    return _records_table([r.events for _, r in items], [r.run_id for _, r in items],
+                          EVENTS_SCHEMA)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomic(table: pa.Table, directory: Path, name: str, durable: bool) -> Path:
+    """Write ``directory/name`` so that it either exists complete or not at all."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / name
+    temporary = directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(temporary, "wb") as handle:
+            pq.write_table(table, handle)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    return final
+
+
+def new_part_name() -> str:
+    """A unique, time-ordered file name shared by the three files of one batch."""
+    return f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def write_batch(results: str | os.PathLike, study: str,
+                items: Sequence[tuple[str, RunResult]], *, durable: bool = True) -> str | None:
+    """Store a batch of finished runs, given as (condition, RunResult) pairs.
+
+    Traces and events are written first and the runs file last, each atomically, so that
+    after a kill at any instant a run is either fully stored (its runs row exists) or not
+    at all (loaders and ``clean_study`` ignore or remove what it left). Returns the part
+    name (None for an empty batch).
+    """
+    check_name(study)
+    if not items:
+        return None
+    root = Path(results)
+    name = new_part_name()
+    partition = f"{PARTITION}={study}"
+    dirs = []
+    for dataset, make in (("traces", traces_table), ("events", events_table)):
+        table = make(items)
+        if table.num_rows:
+            dirs.append(_write_atomic(table, root / dataset / partition, name, durable).parent)
+    if durable:
+        for directory in dirs:  # the renames above reach the disk before the runs file
+            _fsync_dir(directory)
+    final = _write_atomic(runs_table(items), root / "runs" / partition, name, durable)
+    if durable:
+        _fsync_dir(final.parent)
+    return name
+
+
+# -- discovery ------------------------------------------------------------------------------
+def _is_part(path: Path) -> bool:
+    return path.name.startswith("part-") and path.name.endswith(".parquet") and path.is_file()
+
+
+def _study_dirs(root: Path, dataset: str, study: str | Sequence[str] | None) -> list[Path]:
+    base = root / dataset
+    if not base.is_dir():
+        return []
+    if study is None:
+        return sorted(p for p in base.iterdir()
+                      if p.is_dir() and p.name.startswith(f"{PARTITION}="))
+    names = [study] if isinstance(study, str) else list(study)
+    return [base / f"{PARTITION}={name}" for name in names
+            if (base / f"{PARTITION}={name}").is_dir()]
+
+
+def part_files(results: str | os.PathLike, dataset: str,
+               study: str | Sequence[str] | None = None) -> list[Path]:
+    """The stored files of a dataset (temporaries and stray files excluded), name order."""
+    files = []
+    for directory in _study_dirs(Path(results), dataset, study):
+        files.extend(sorted(p for p in directory.iterdir() if _is_part(p)))
+    return files
+
+
+def _read(root: Path, dataset: str, files: list[Path], columns: list[str] | None,
+          filter_expr: ds.Expression | None) -> pa.Table:
+    """Read part files with the fixed schema plus ``study`` from the path.
+
+    A file that cannot be read (truncated by a disk failure, foreign) is skipped with a
+    warning instead of failing the whole load.
+    """
+    schema = _FILE_SCHEMAS[dataset]
+    partitioning = ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive")
+    full = schema.append(pa.field(PARTITION, pa.string()))
+    if columns is not None:
+        columns = [c for c in full.names if c in set(columns)]
+    empty = full.empty_table() if columns is None else full.empty_table().select(columns)
+
+    def load(paths: list[Path]) -> pa.Table:
+        dataset_ = ds.dataset([str(p) for p in paths], schema=full, format="parquet",
+                              partitioning=partitioning,
+                              partition_base_dir=str(root / dataset))
+        return dataset_.to_table(columns=columns, filter=filter_expr)
+
+    if not files:
+        return empty
+    try:
+        return load(files)
+    except (pa.ArrowException, OSError):
+        tables = []
+        for path in files:
+            try:
+                tables.append(load([path]))
+            except (pa.ArrowException, OSError) as error:
+                warnings.warn(f"skipping unreadable results file {path}: {error}",
+                              stacklevel=3)
+        return pa.concat_tables(tables) if tables else empty
+
+
+def stored_run_ids(results: str | os.PathLike, study: str) -> set[str]:
+    """Ids of the runs stored for ``study`` (a run is stored once its runs row exists)."""
+    root = Path(results)
+    table = _read(root, "runs", part_files(root, "runs", study), ["run_id"], None)
+    return set(table.column("run_id").to_pylist())
+
+
+def clean_study(results: str | os.PathLike, study: str, *, min_age: float = 0.0) -> int:
+    """Delete what a killed writer of ``study`` left: temporaries and orphan batches.
+
+    An orphan is a traces or events file whose batch has no runs file. Only call this
+    while no other process writes the same study (``study_lock`` makes sure of that).
+    Returns the number of files removed.
+    """
+    check_name(study)
+    root = Path(results)
+    partition = f"{PARTITION}={study}"
+    runs_dir = root / "runs" / partition
+    stored = {p.name for p in runs_dir.iterdir() if _is_part(p)} if runs_dir.is_dir() else set()
+    now = time.time()
+    removed = 0
+    for dataset in DATASETS:
+        directory = root / dataset / partition
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            stale = path.name.startswith(".part-") and path.name.endswith(".tmp")
+            orphan = dataset != "runs" and _is_part(path) and path.name not in stored
+            if (stale or orphan) and now - path.stat().st_mtime >= min_age:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def study_lock(results: str | os.PathLike, study: str) -> Iterator[None]:
+    """Hold an exclusive lock on (RESULTS, study); released by the OS even on SIGKILL."""
+    import fcntl
+
+    check_name(study)
+    root = Path(results)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f".lock-{PARTITION}={study}"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"study {study!r} is already being run into {str(root)!r} by "
+                             "another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# -- loading --------------------------------------------------------------------------------
+RUN_COLUMNS = tuple(RUNS_SCHEMA.names)
+
+
+def _values(value: Any) -> list:
+    if isinstance(value, (list, tuple, set, frozenset, np.ndarray, pd.Index, pd.Series)):
+        return list(value)
+    return [value]
+
+
+def _filter_expression(condition, filters: dict[str, Any]) -> ds.Expression | None:
+    expression = None
+    if condition is not None:
+        filters = {"condition": condition, **filters}
+    for name, value in filters.items():
+        if name not in RUN_COLUMNS or name == PARTITION:
+            raise StoreError(f"cannot filter on {name!r}: not a column of runs; columns are "
+                             f"{', '.join(c for c in RUN_COLUMNS if c != PARTITION)}")
+        values = _values(value)
+        if any(isinstance(v, float) and math.isnan(v) for v in values):
+            raise StoreError(f"cannot filter {name!r} on NaN")
+        term = pc.field(name).isin(values) if len(values) != 1 else pc.field(name) == values[0]
+        expression = term if expression is None else expression & term
+    return expression
+
+
+def load_runs(results: str | os.PathLike, study: str | Sequence[str] | None = None,
+              condition: str | Sequence[str] | None = None, *,
+              columns: Sequence[str] | None = None, **param_filters: Any) -> pd.DataFrame:
+    """The stored runs as a DataFrame, one row per run, columns in RUNS_SCHEMA order.
+
+    ``study``/``condition`` and any other runs column given as a keyword
+    (``mode="fixed"``, ``l1_strength=[1e-5, 3e-5]``) select rows; a list means any of.
+    """
+    root = Path(results)
+    wanted = None
+    if columns is not None:
+        unknown = [c for c in columns if c not in RUN_COLUMNS]
+        if unknown:
+            raise StoreError(f"unknown runs column {unknown[0]!r}")
+        wanted = list(dict.fromkeys(["run_id", PARTITION, *columns]))
+    expression = _filter_expression(condition, param_filters)
+    table = _read(root, "runs", part_files(root, "runs", study), wanted, expression)
+    frame = table.to_pandas()
+    frame = frame[[c for c in RUN_COLUMNS if c in frame.columns]]
+    frame = frame.drop_duplicates(subset=_KEYS["runs"], keep="first")
+    if columns is not None:
+        frame = frame[list(columns)]
+    return frame.reset_index(drop=True)
+
+
+def _load_records(dataset: str, results, study, condition, run_columns, param_filters):
+    root = Path(results)
+    run_columns = list(run_columns)
+    runs = load_runs(root, study, condition,
+                     columns=list(dict.fromkeys(["run_id", PARTITION, *run_columns])),
+                     **param_filters)
+    studies = sorted(set(runs[PARTITION])) if len(runs) else []
+    expression = pc.field("run_id").isin(sorted(set(runs["run_id"]))) if len(runs) else None
+    table = _read(root, dataset, part_files(root, dataset, studies) if studies else [],
+                  None, expression)
+    frame = table.to_pandas()
+    # orphans (traces of a run whose runs row was never written) fall out of the join
+    frame = frame.drop_duplicates(subset=_KEYS[dataset], keep="first")
+    extra = [c for c in run_columns if c not in ("run_id", PARTITION)]
+    frame = frame.merge(runs[["run_id", PARTITION, *extra]], on=["run_id", PARTITION],
+                        how="inner", sort=False)
+    order = ["run_id", PARTITION, *extra] + [c for c in _FILE_SCHEMAS[dataset].names
+                                             if c != "run_id"]
+    frame = frame[order].sort_values([PARTITION, "run_id"], kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def load_traces(results: str | os.PathLike, study: str | Sequence[str] | None = None,
+                condition: str | Sequence[str] | None = None, *,
+                run_columns: Sequence[str] = ("condition", "task", "seed"),
+                **param_filters: Any) -> pd.DataFrame:
+    """Trace records of the selected runs, with ``run_columns`` of their runs row.
+
+    Rows of runs that were never fully stored (a kill between files) are left out.
+    """
+    return _load_records("traces", results, study, condition, run_columns, param_filters)
+
+
+def load_events(results: str | os.PathLike, study: str | Sequence[str] | None = None,
+                condition: str | Sequence[str] | None = None, *,
+                run_columns: Sequence[str] = ("condition", "task", "seed"),
+                **param_filters: Any) -> pd.DataFrame:
+    """Birth (kind 0) and death (kind 1) events of the selected runs; see load_traces."""
+    return _load_records("events", results, study, condition, run_columns, param_filters)
+
+
+def _floor(values: pd.Series) -> float:
+    distinct = values.dropna().unique()
+    return float(distinct[0]) if len(distinct) == 1 else math.nan
+
+
+def summary(results: str | os.PathLike, by: str | Iterable[str] = ("condition",),
+            study: str | Sequence[str] | None = None, **param_filters: Any) -> pd.DataFrame:
+    """Median and inter-quartile range of final N and final loss per group.
+
+    Statistics are over runs with status ``ok``; ``n_runs`` counts every stored run,
+    ``n_diverged`` and ``n_error`` the others. ``entropy_floor`` is the task's floor (NaN
+    when the group mixes floors or the task has none, as for ``file:`` tasks).
+    """
+    keys = [b.strip() for b in by.split(",")] if isinstance(by, str) else list(by)
+    keys = [k for k in keys if k]
+    if not keys:
+        raise StoreError("summary needs at least one column to group by")
+    for key in keys:
+        if key not in RUN_COLUMNS:
+            raise StoreError(f"cannot group by {key!r}: not a column of runs; columns are "
+                             f"{', '.join(RUN_COLUMNS)}")
+    runs = load_runs(results, study, **param_filters)
+    stats = ["n_runs", "n_ok", "n_diverged", "n_error"]
+    for name in ("final_neurons", "final_loss"):
+        stats += [f"{name}_median", f"{name}_q25", f"{name}_q75"]
+    stats.append("entropy_floor")
+    if runs.empty:
+        return pd.DataFrame(columns=keys + stats)
+    rows = []
+    for group, part in runs.groupby(keys, dropna=False, sort=True):
+        group = group if isinstance(group, tuple) else (group,)
+        ok = part[part["status"] == "ok"]
+        row = dict(zip(keys, group))
+        row.update(n_runs=len(part), n_ok=len(ok),
+                   n_diverged=int((part["status"] == "diverged").sum()),
+                   n_error=int((part["status"] == "error").sum()))
+        for name in ("final_neurons", "final_loss"):
+            values = ok[name].astype(float)
+            q25, median, q75 = (values.quantile([0.25, 0.5, 0.75]).tolist() if len(values)
+                                else [math.nan] * 3)
+            row.update({f"{name}_median": median, f"{name}_q25": q25, f"{name}_q75": q75})
+        row["entropy_floor"] = _floor(part["entropy_floor"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=keys + stats)
