@@ -44,7 +44,7 @@ class NumpyReference:
         self.spontaneous_add_prob, self.capacity = spontaneous_add_prob, capacity
         self.rng = rng if rng is not None else np.random.default_rng()
         N, V, s = hidden_size, vocab_size, init_scale
-        # Draw order Wxh, Whh, Wiy, as the published code does.
+        # Drawn in the order Wxh, Whh, Wiy (min-char-rnn's order).
         self.Wxh = self.rng.normal(0.0, s, (N, V))
         self.Whh = self.rng.normal(0.0, s, (N, N))
         self.Wiy = self.rng.normal(0.0, s, (V, N))
@@ -78,7 +78,7 @@ class NumpyReference:
             hs[t] = np.tanh(np.dot(Wxh, xs[t]) + np.dot(Whh, hs[t - 1]) + bh)
             outs[t] = m * hs[t] if variable else hs[t]  # the output layer sees m * h
             ys = np.dot(Wiy, outs[t]) + by
-            # No max-shift, like the published code: weights stay small enough.
+            # No max-shift, as in min-char-rnn: the weights stay small enough.
             ps[t] = np.exp(ys) / np.sum(np.exp(ys))
             loss += -np.log(ps[t][targets[t], 0])
         dWxh, dWhh, dWiy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Wiy)
@@ -129,6 +129,7 @@ class NumpyReference:
     def _structure_step(self) -> None:
         self.m = np.maximum(self.m, self.min_multiplier)  # 1. floor on multipliers
         rng, k, N = self.rng, self.keep_below, self.N
+        # Above threshold means |m| > T_D: a new neuron (m = T_D exactly) counts as below.
         below = np.flatnonzero(np.abs(self.m) <= self.deletion_threshold)
         n_above = N - len(below)
         # 2. Deletion: more than k below threshold -> keep k of them at random, delete each

@@ -5,5 +5,14 @@ from .run import ENGINE_VERSION, RunResult, run, run_id, warm_up
 from .tasks import entropy_floor, parse_task
 
 __version__ = ENGINE_VERSION
-__all__ = ["ConfigError", "RunConfig", "RunResult", "run", "run_id", "warm_up",
-           "entropy_floor", "parse_task", "__version__"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "RunResult",
+    "run",
+    "run_id",
+    "warm_up",
+    "entropy_floor",
+    "parse_task",
+    "__version__",
+]

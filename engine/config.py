@@ -12,15 +12,35 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 class ConfigError(ValueError):
     """A bad parameter; the message is one line naming the field, the value and the range."""
 
 
-def _spec(default, kind, low=None, high=None, *, low_open=False, high_open=False,
-          choices=None, symbol="", doc=""):
-    meta = dict(kind=kind, low=low, high=high, low_open=low_open, high_open=high_open,
-                choices=choices, symbol=symbol, doc=doc)
+def _spec(
+    default,
+    kind,
+    low=None,
+    high=None,
+    *,
+    low_open=False,
+    high_open=False,
+    choices=None,
+    symbol="",
+    doc="",
+):
+    meta = dict(
+        kind=kind,
+        low=low,
+        high=high,
+        low_open=low_open,
+        high_open=high_open,
+        choices=choices,
+        symbol=symbol,
+        doc=doc,
+    )
     return field(default=default, metadata=meta)
 
 
@@ -28,61 +48,129 @@ def _spec(default, kind, low=None, high=None, *, low_open=False, high_open=False
 class RunConfig:
     """All meta-parameters of one run. Defaults are the paper's (REFERENCE.md)."""
 
-    mode: str = _spec("variable", str, choices=("variable", "fixed"),
-                      doc="variable: the paper's method; fixed: Figure 2's baseline")
-    hidden_size: int = _spec(1, int, 1, None, symbol="N0",
-                             doc="neurons at the start (variable) or always (fixed)")
-    capacity: int = _spec(100, int, 2, 4096, symbol="MAX",
-                          doc="buffer size; a variable network never exceeds capacity-1")
-    keep_below: int = _spec(1, int, 0, None, symbol="k",
-                            doc="below-threshold neurons kept as a reserve")
-    deletion_threshold: float = _spec(0.05, float, 0.0, None, low_open=True, symbol="T_D",
-                                      doc="|m| at or below it marks a neuron for deletion")
-    min_multiplier: float = _spec(0.025, float, 0.0, None, symbol="M_min",
-                                  doc="multipliers are clipped from below to it")
-    add_prob: float = _spec(0.05, float, 0.0, 1.0, symbol="P_add",
-                            doc="chance per cycle to add a neuron when none is in reserve")
-    delete_prob: float = _spec(0.25, float, 0.0, 1.0, symbol="P_del",
-                               doc="chance to delete each excess below-threshold neuron")
-    l1_strength: float = _spec(3e-5, float, 0.0, None, symbol="A_L1",
-                               doc="L1 penalty on multipliers, added at every step")
-    spontaneous_add_prob: float = _spec(1e-4, float, 0.0, 1.0,
-                                        doc="chance per cycle to add a neuron regardless")
-    learning_rate: float = _spec(0.1, float, 0.0, None, low_open=True, symbol="lr",
-                                 doc="Adagrad learning rate")
-    grad_clip: float = _spec(5.0, float, 0.0, None, low_open=True,
-                             doc="gradients are clipped elementwise to [-grad_clip, grad_clip]")
+    mode: str = _spec(
+        "variable",
+        str,
+        choices=("variable", "fixed"),
+        doc="variable: the paper's method; fixed: Figure 2's baseline",
+    )
+    hidden_size: int = _spec(
+        1, int, 1, None, symbol="N0", doc="neurons at the start (variable) or always (fixed)"
+    )
+    capacity: int = _spec(
+        100,
+        int,
+        2,
+        4096,
+        symbol="MAX",
+        doc="buffer size; a variable network never exceeds capacity-1",
+    )
+    keep_below: int = _spec(
+        1, int, 0, None, symbol="k", doc="below-threshold neurons kept as a reserve"
+    )
+    deletion_threshold: float = _spec(
+        0.05,
+        float,
+        0.0,
+        None,
+        low_open=True,
+        symbol="T_D",
+        doc="|m| at or below it marks a neuron for deletion",
+    )
+    min_multiplier: float = _spec(
+        0.025, float, 0.0, None, symbol="M_min", doc="multipliers are clipped from below to it"
+    )
+    add_prob: float = _spec(
+        0.05,
+        float,
+        0.0,
+        1.0,
+        symbol="P_add",
+        doc="chance per cycle to add a neuron when none is in reserve",
+    )
+    delete_prob: float = _spec(
+        0.25,
+        float,
+        0.0,
+        1.0,
+        symbol="P_del",
+        doc="chance to delete each excess below-threshold neuron",
+    )
+    l1_strength: float = _spec(
+        3e-5, float, 0.0, None, symbol="A_L1", doc="L1 penalty on multipliers, added at every step"
+    )
+    spontaneous_add_prob: float = _spec(
+        1e-4, float, 0.0, 1.0, doc="chance per cycle to add a neuron regardless"
+    )
+    learning_rate: float = _spec(
+        0.1, float, 0.0, None, low_open=True, symbol="lr", doc="Adagrad learning rate"
+    )
+    grad_clip: float = _spec(
+        5.0,
+        float,
+        0.0,
+        None,
+        low_open=True,
+        doc="gradients are clipped elementwise to [-grad_clip, grad_clip]",
+    )
     seq_len: int = _spec(40, int, 1, 100000, doc="characters per cycle (truncated BPTT length)")
-    init_scale: float = _spec(0.01, float, 0.0, None,
-                              doc="standard deviation of initial and new weights")
-    smoothing: float = _spec(0.999, float, 0.0, 1.0, high_open=True,
-                             doc="smoothed loss s = smoothing*s + (1-smoothing)*loss")
-    group_len: int = _spec(6, int, 1, 64,
-                           doc="letters per group of the hard task (published code 6, text 5)")
-    easy_continue_prob: float = _spec(0.6, float, 0.0, 1.0, high_open=True,
-                                      doc="easy task: chance of another 'ab' after each 'ab'")
+    init_scale: float = _spec(
+        0.01, float, 0.0, None, doc="standard deviation of initial and new weights"
+    )
+    smoothing: float = _spec(
+        0.999,
+        float,
+        0.0,
+        1.0,
+        high_open=True,
+        doc="smoothed loss s = smoothing*s + (1-smoothing)*loss",
+    )
+    group_len: int = _spec(
+        6, int, 1, 64, doc="letters per group of the hard task (published code 6, text 5)"
+    )
+    easy_continue_prob: float = _spec(
+        0.6,
+        float,
+        0.0,
+        1.0,
+        high_open=True,
+        doc="easy task: chance of another 'ab' after each 'ab'",
+    )
     log_every: int = _spec(1000, int, 1, None, doc="cycles between trace records")
-    dtype: str = _spec("float64", str, choices=("float64", "float32"),
-                       doc="floating-point type of weights and kernels")
+    dtype: str = _spec(
+        "float64",
+        str,
+        choices=("float64", "float32"),
+        doc="floating-point type of weights and kernels",
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _check_field(f, getattr(self, f.name))
+            value = getattr(self, f.name)
+            if isinstance(value, (np.integer, np.floating, np.str_)):
+                value = value.item()  # values from numpy or pandas count as plain ones
+            _check_field(f, value)
             if f.metadata["kind"] is float:
-                # 0 and 0.0 must give the same config (and the same run id)
-                object.__setattr__(self, f.name, float(getattr(self, f.name)))
-        if self.min_multiplier >= self.deletion_threshold:
+                value = float(value)  # 0 and 0.0 must give the same config and run id
+            object.__setattr__(self, f.name, value)
+        threshold = self.deletion_threshold
+        if self.min_multiplier >= threshold:
             raise ConfigError(
                 f"min_multiplier = {self.min_multiplier!r} is out of range: must be below "
-                f"deletion_threshold ({self.deletion_threshold!r}), allowed [0, {self.deletion_threshold!r})")
+                f"deletion_threshold ({threshold!r}), allowed [0, {threshold!r})"
+            )
         top = self.capacity if self.mode == "fixed" else self.capacity - 1
         if self.hidden_size > top:
+            limit = "capacity" if self.mode == "fixed" else "capacity - 1"
             raise ConfigError(
                 f"hidden_size = {self.hidden_size!r} is out of range: allowed [1, {top}] "
-                f"(capacity{'' if self.mode == 'fixed' else ' - 1'} in {self.mode} mode; raise capacity)")
+                f"({limit} in {self.mode} mode; raise capacity)"
+            )
         if self.keep_below > self.capacity - 1:
-            raise ConfigError(f"keep_below = {self.keep_below!r} is out of range: "
-                              f"allowed [0, {self.capacity - 1}] (capacity - 1)")
+            raise ConfigError(
+                f"keep_below = {self.keep_below!r} is out of range: "
+                f"allowed [0, {self.capacity - 1}] (capacity - 1)"
+            )
 
     # -- construction from outside data -------------------------------------------------
     @classmethod
@@ -91,7 +179,9 @@ class RunConfig:
         known = field_names()
         for name in values:
             if name not in known:
-                raise ConfigError(f"{where}unknown parameter {name!r}: allowed are {', '.join(known)}")
+                raise ConfigError(
+                    f"{where}unknown parameter {name!r}: allowed are {', '.join(known)}"
+                )
         try:
             return cls(**values)
         except ConfigError as error:
@@ -141,8 +231,9 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(f"{f.name} = {value!r} has the wrong type: expected {kind.__name__}, "
-                          f"allowed {allowed}")
+        raise ConfigError(
+            f"{f.name} = {value!r} has the wrong type: expected {kind.__name__}, allowed {allowed}"
+        )
     if meta["choices"]:
         if value not in meta["choices"]:
             raise ConfigError(f"{f.name} = {value!r} is not allowed: {allowed}")
@@ -172,6 +263,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         if kind is float:
             return name, float(raw)
     except ValueError:
-        raise ConfigError(f"{name} = {raw!r} has the wrong type: expected {kind.__name__}, "
-                          f"allowed {allowed_range(name)}") from None
+        raise ConfigError(
+            f"{name} = {raw!r} has the wrong type: expected {kind.__name__}, "
+            f"allowed {allowed_range(name)}"
+        ) from None
     return name, raw

@@ -352,8 +352,9 @@ def _structure_step(net, s, hp, rng, cycle, events, fill):
                 i = candidates[q]
                 keep[i] = False
                 deleted = True
-                _record_event(events, fill, cycle, net.neuron_id[i], DEATH,
-                              cycle - net.birth_cycle[i], m[i])
+                _record_event(
+                    events, fill, cycle, net.neuron_id[i], DEATH, cycle - net.birth_cycle[i], m[i]
+                )
         if deleted:
             _compact(net, keep, s.order, n)
     if net.counters[N_ACTIVE] < hp.max_neurons:

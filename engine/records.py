@@ -28,22 +28,39 @@ def _from_numpy(dtype: np.dtype) -> list[pa.Field]:
     return [pa.field(name, pa.from_numpy_dtype(dtype[name])) for name in dtype.names]
 
 
-CONFIG_FIELDS = [pa.field(f.name, _arrow_type(f.metadata["kind"]))
-                 for f in dataclasses.fields(RunConfig)]
+CONFIG_FIELDS = [
+    pa.field(f.name, _arrow_type(f.metadata["kind"])) for f in dataclasses.fields(RunConfig)
+]
 
 RUNS_SCHEMA = pa.schema(
-    [pa.field("run_id", pa.string()), pa.field("study", pa.string()),
-     pa.field("condition", pa.string()), pa.field("task", pa.string()),
-     pa.field("seed", pa.int64()), pa.field("cycles", pa.int64())]
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("study", pa.string()),
+        pa.field("condition", pa.string()),
+        pa.field("task", pa.string()),
+        pa.field("seed", pa.int64()),
+        pa.field("cycles", pa.int64()),
+    ]
     + CONFIG_FIELDS
-    + [pa.field("status", pa.string()), pa.field("error", pa.string()),
-       pa.field("cycles_done", pa.int64()), pa.field("final_loss", pa.float64()),
-       pa.field("final_neurons", pa.int64()), pa.field("entropy_floor", pa.float64()),
-       pa.field("wall_seconds", pa.float64()), pa.field("cycles_per_second", pa.float64()),
-       pa.field("engine_version", pa.string()), pa.field("schema_version", pa.int32())],
+    + [
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("cycles_done", pa.int64()),
+        pa.field("final_loss", pa.float64()),
+        pa.field("final_neurons", pa.int64()),
+        pa.field("entropy_floor", pa.float64()),
+        pa.field("wall_seconds", pa.float64()),
+        pa.field("cycles_per_second", pa.float64()),
+        pa.field("engine_version", pa.string()),
+        pa.field("schema_version", pa.int32()),
+    ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
-TRACES_SCHEMA = pa.schema([pa.field("run_id", pa.string())] + _from_numpy(TRACE_DTYPE),
-                          metadata={"schema_version": str(SCHEMA_VERSION)})
-EVENTS_SCHEMA = pa.schema([pa.field("run_id", pa.string())] + _from_numpy(EVENT_DTYPE),
-                          metadata={"schema_version": str(SCHEMA_VERSION)})
+TRACES_SCHEMA = pa.schema(
+    [pa.field("run_id", pa.string())] + _from_numpy(TRACE_DTYPE),
+    metadata={"schema_version": str(SCHEMA_VERSION)},
+)
+EVENTS_SCHEMA = pa.schema(
+    [pa.field("run_id", pa.string())] + _from_numpy(EVENT_DTYPE),
+    metadata={"schema_version": str(SCHEMA_VERSION)},
+)

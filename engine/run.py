@@ -17,8 +17,16 @@ import numpy as np
 from . import kernels as K
 from .config import ConfigError, RunConfig
 from .state import (
-    CYCLE, EVENT_DTYPE, N_ACTIVE, SMOOTHED, TRACE_DTYPE, BIRTH, Network, allocate_scratch,
-    init_network, make_hyper,
+    BIRTH,
+    CYCLE,
+    EVENT_DTYPE,
+    N_ACTIVE,
+    SMOOTHED,
+    TRACE_DTYPE,
+    Network,
+    allocate_scratch,
+    init_network,
+    make_hyper,
 )
 from .tasks import TaskData, build_task_data, parse_task
 
@@ -55,27 +63,34 @@ class RunResult:
 
     def summary(self) -> dict:
         return {
-            "run_id": self.run_id, "status": self.status, "final_loss": self.final_loss,
-            "final_neurons": self.final_neurons, "cycles": self.cycles_done,
+            "run_id": self.run_id,
+            "status": self.status,
+            "final_loss": self.final_loss,
+            "final_neurons": self.final_neurons,
+            "cycles": self.cycles_done,
             "wall_seconds": round(self.wall_seconds, 3),
             "cycles_per_second": round(self.cycles_per_second, 1),
-            "entropy_floor": self.entropy_floor, "task": self.task, "seed": self.seed,
+            "entropy_floor": self.entropy_floor,
+            "task": self.task,
+            "seed": self.seed,
             "message": self.message,
         }
 
 
 def run_id(config: RunConfig, task: str, cycles: int, seed: int) -> str:
     """Stable id of a run: a hash of everything that determines its result."""
-    text = json.dumps({"config": config.to_dict(), "task": task, "cycles": cycles, "seed": seed},
-                      sort_keys=True)
+    text = json.dumps(
+        {"config": config.to_dict(), "task": task, "cycles": cycles, "seed": seed}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def generators(seed: int) -> dict[str, np.random.Generator]:
     """One independent generator per purpose, all derived from the run's seed."""
     children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-    return {name: np.random.Generator(np.random.PCG64(child))
-            for name, child in zip(STREAMS, children)}
+    return {
+        name: np.random.Generator(np.random.PCG64(child)) for name, child in zip(STREAMS, children)
+    }
 
 
 def check_run_args(task: str, cycles: int, seed: int) -> None:
@@ -87,16 +102,28 @@ def check_run_args(task: str, cycles: int, seed: int) -> None:
 
 
 def _task_tuple(task_data: TaskData):
-    return (task_data.data, task_data.stream_offset, task_data.stream_length,
-            task_data.phase_start, task_data.phase_stream)
+    return (
+        task_data.data,
+        task_data.stream_offset,
+        task_data.stream_length,
+        task_data.phase_start,
+        task_data.phase_stream,
+    )
 
 
 ProgressFn = Callable[[int, int, int, float, float], None]
 
 
-def run(config: RunConfig, task: str = "hard", cycles: int = 300_000, seed: int = 0, *,
-        progress: ProgressFn | None = None, chunk_cycles: int = 5000,
-        keep_network: bool = False) -> RunResult:
+def run(
+    config: RunConfig,
+    task: str = "hard",
+    cycles: int = 300_000,
+    seed: int = 0,
+    *,
+    progress: ProgressFn | None = None,
+    chunk_cycles: int = 5000,
+    keep_network: bool = False,
+) -> RunResult:
     """Train one network and return its records.
 
     ``progress(cycles_done, cycles, N, smoothed_loss, train_seconds)`` is called between
@@ -136,14 +163,28 @@ def run(config: RunConfig, task: str = "hard", cycles: int = 300_000, seed: int 
         todo = min(chunk, cycles - int(net.counters[CYCLE]))
         fill[:] = 0
         t0 = time.perf_counter()
-        status = K._train(net, scratch, hyper, task_tuple, rngs["structure"], todo,
-                          trace_buffer, event_buffer, fill)
+        status = K._train(
+            net,
+            scratch,
+            hyper,
+            task_tuple,
+            rngs["structure"],
+            todo,
+            trace_buffer,
+            event_buffer,
+            fill,
+        )
         train_seconds += time.perf_counter() - t0
         traces.append(trace_buffer[: fill[0]].copy())
         events.append(event_buffer[: fill[1]].copy())
         if progress is not None:
-            progress(int(net.counters[CYCLE]), cycles, int(net.counters[N_ACTIVE]),
-                     float(net.accum[SMOOTHED]), train_seconds)
+            progress(
+                int(net.counters[CYCLE]),
+                cycles,
+                int(net.counters[N_ACTIVE]),
+                float(net.accum[SMOOTHED]),
+                train_seconds,
+            )
         if status == K.DIVERGED:
             break
 
@@ -152,13 +193,21 @@ def run(config: RunConfig, task: str = "hard", cycles: int = 300_000, seed: int 
     done = int(net.counters[CYCLE])
     # the final phase's floor is the one the final loss should be compared with
     return RunResult(
-        run_id=run_id(config, task, cycles, seed), config=config, task=task, seed=seed,
-        cycles=cycles, cycles_done=done, status="diverged" if diverged else "ok",
+        run_id=run_id(config, task, cycles, seed),
+        config=config,
+        task=task,
+        seed=seed,
+        cycles=cycles,
+        cycles_done=done,
+        status="diverged" if diverged else "ok",
         message=f"loss became non-finite at cycle {done}" if diverged else "",
-        final_loss=float(net.accum[SMOOTHED]), final_neurons=int(net.counters[N_ACTIVE]),
+        final_loss=float(net.accum[SMOOTHED]),
+        final_neurons=int(net.counters[N_ACTIVE]),
         entropy_floor=task_data.phase_floor[int(net.counters[4])],
-        wall_seconds=time.perf_counter() - started, train_seconds=train_seconds,
-        traces=trace_array, events=np.concatenate(events),
+        wall_seconds=time.perf_counter() - started,
+        train_seconds=train_seconds,
+        traces=trace_array,
+        events=np.concatenate(events),
         network=net if keep_network else None,
     )
 

@@ -15,15 +15,27 @@ import numpy as np
 from .config import RunConfig
 
 # record dtypes: each field is one Parquet column (see engine/records.py)
-TRACE_DTYPE = np.dtype([
-    ("cycle", np.int64), ("phase", np.int32), ("smoothed_loss", np.float64),
-    ("mean_loss", np.float64), ("neurons", np.int32), ("multiplier_sum", np.float64),
-    ("below_threshold", np.int32), ("data_position", np.int64),
-])
-EVENT_DTYPE = np.dtype([
-    ("cycle", np.int64), ("neuron_id", np.int64), ("kind", np.int8), ("age", np.int64),
-    ("multiplier", np.float64),
-])
+TRACE_DTYPE = np.dtype(
+    [
+        ("cycle", np.int64),
+        ("phase", np.int32),
+        ("smoothed_loss", np.float64),
+        ("mean_loss", np.float64),
+        ("neurons", np.int32),
+        ("multiplier_sum", np.float64),
+        ("below_threshold", np.int32),
+        ("data_position", np.int64),
+    ]
+)
+EVENT_DTYPE = np.dtype(
+    [
+        ("cycle", np.int64),
+        ("neuron_id", np.int64),
+        ("kind", np.int8),
+        ("age", np.int64),
+        ("multiplier", np.float64),
+    ]
+)
 BIRTH, DEATH = 0, 1
 
 # slots of Network.counters and Network.accum
@@ -97,14 +109,23 @@ class Hyper(NamedTuple):
 def make_hyper(config: RunConfig, vocab: int) -> Hyper:
     real = np.dtype(config.dtype).type
     return Hyper(
-        variable=config.variable, seq_len=config.seq_len, vocab=vocab,
-        max_neurons=config.capacity - 1, keep_below=config.keep_below,
-        log_every=config.log_every, deletion_threshold=config.deletion_threshold,
-        min_multiplier=config.min_multiplier, add_prob=config.add_prob,
-        delete_prob=config.delete_prob, spontaneous_add_prob=config.spontaneous_add_prob,
-        init_scale=config.init_scale, smoothing=config.smoothing,
-        l1_strength=real(config.l1_strength), learning_rate=real(config.learning_rate),
-        grad_clip=real(config.grad_clip), adagrad_eps=real(1e-8),
+        variable=config.variable,
+        seq_len=config.seq_len,
+        vocab=vocab,
+        max_neurons=config.capacity - 1,
+        keep_below=config.keep_below,
+        log_every=config.log_every,
+        deletion_threshold=config.deletion_threshold,
+        min_multiplier=config.min_multiplier,
+        add_prob=config.add_prob,
+        delete_prob=config.delete_prob,
+        spontaneous_add_prob=config.spontaneous_add_prob,
+        init_scale=config.init_scale,
+        smoothing=config.smoothing,
+        l1_strength=real(config.l1_strength),
+        learning_rate=real(config.learning_rate),
+        grad_clip=real(config.grad_clip),
+        adagrad_eps=real(1e-8),
     )
 
 
@@ -116,26 +137,43 @@ def allocate_network(capacity: int, vocab: int, dtype: str | np.dtype) -> Networ
         return np.zeros(shape, dtype=real)
 
     return Network(
-        zeros(capacity, vocab), zeros(capacity, capacity), zeros(vocab, capacity),
-        zeros(capacity), zeros(vocab), zeros(capacity),
-        zeros(capacity, vocab), zeros(capacity, capacity), zeros(vocab, capacity),
-        zeros(capacity), zeros(vocab), zeros(capacity),
+        zeros(capacity, vocab),
+        zeros(capacity, capacity),
+        zeros(vocab, capacity),
         zeros(capacity),
-        np.full(capacity, -1, dtype=np.int64), np.zeros(capacity, dtype=np.int64),
-        np.zeros(8, dtype=np.int64), np.zeros(2, dtype=np.float64),
+        zeros(vocab),
+        zeros(capacity),
+        zeros(capacity, vocab),
+        zeros(capacity, capacity),
+        zeros(vocab, capacity),
+        zeros(capacity),
+        zeros(vocab),
+        zeros(capacity),
+        zeros(capacity),
+        np.full(capacity, -1, dtype=np.int64),
+        np.zeros(capacity, dtype=np.int64),
+        np.zeros(8, dtype=np.int64),
+        np.zeros(2, dtype=np.float64),
     )
 
 
 def allocate_scratch(capacity: int, vocab: int, seq_len: int, dtype: str | np.dtype) -> Scratch:
     real = np.dtype(dtype)
     return Scratch(
-        np.zeros((capacity, vocab), real), np.zeros((vocab, capacity), real),
+        np.zeros((capacity, vocab), real),
+        np.zeros((vocab, capacity), real),
         np.zeros((capacity, capacity), real),
-        np.zeros((vocab, capacity), real), np.zeros(capacity, real), np.zeros(vocab, real),
-        np.zeros(capacity, real), np.zeros((seq_len + 1, capacity), real),
-        np.zeros((seq_len, vocab), real), np.zeros((seq_len, capacity), real),
-        np.zeros(capacity, real), np.zeros(capacity, real),
-        np.zeros(capacity, np.int64), np.zeros(capacity, np.bool_),
+        np.zeros((vocab, capacity), real),
+        np.zeros(capacity, real),
+        np.zeros(vocab, real),
+        np.zeros(capacity, real),
+        np.zeros((seq_len + 1, capacity), real),
+        np.zeros((seq_len, vocab), real),
+        np.zeros((seq_len, capacity), real),
+        np.zeros(capacity, real),
+        np.zeros(capacity, real),
+        np.zeros(capacity, np.int64),
+        np.zeros(capacity, np.bool_),
     )
 
 
@@ -159,11 +197,19 @@ def active_view(net: Network) -> dict[str, np.ndarray]:
     """Copies of the active part of every per-neuron array (for tests and inspection)."""
     n = int(net.counters[N_ACTIVE])
     return {
-        "Wxh": net.Wxh[:n].copy(), "Whh": net.Whh[:n, :n].copy(), "Wiy": net.Wiy[:, :n].copy(),
-        "bh": net.bh[:n].copy(), "by": net.by.copy(), "multipliers": net.multipliers[:n].copy(),
-        "mem_Wxh": net.mem_Wxh[:n].copy(), "mem_Whh": net.mem_Whh[:n, :n].copy(),
-        "mem_Wiy": net.mem_Wiy[:, :n].copy(), "mem_bh": net.mem_bh[:n].copy(),
-        "mem_by": net.mem_by.copy(), "mem_multipliers": net.mem_multipliers[:n].copy(),
-        "hidden": net.hidden[:n].copy(), "neuron_id": net.neuron_id[:n].copy(),
+        "Wxh": net.Wxh[:n].copy(),
+        "Whh": net.Whh[:n, :n].copy(),
+        "Wiy": net.Wiy[:, :n].copy(),
+        "bh": net.bh[:n].copy(),
+        "by": net.by.copy(),
+        "multipliers": net.multipliers[:n].copy(),
+        "mem_Wxh": net.mem_Wxh[:n].copy(),
+        "mem_Whh": net.mem_Whh[:n, :n].copy(),
+        "mem_Wiy": net.mem_Wiy[:, :n].copy(),
+        "mem_bh": net.mem_bh[:n].copy(),
+        "mem_by": net.mem_by.copy(),
+        "mem_multipliers": net.mem_multipliers[:n].copy(),
+        "hidden": net.hidden[:n].copy(),
+        "neuron_id": net.neuron_id[:n].copy(),
         "birth_cycle": net.birth_cycle[:n].copy(),
     }

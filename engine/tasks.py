@@ -52,11 +52,18 @@ def parse_task(text: str, cycles: int) -> tuple[Phase, ...]:
     ``hard-easy`` (switch at 1/2), or a schedule ``easy@0,hard@100000,file:x.txt@200000``.
     """
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"task = {text!r} is not allowed: easy, hard, easy-hard-easy, "
-                          "hard-easy, file:PATH or a schedule task@cycle,task@cycle")
+        raise ConfigError(
+            f"task = {text!r} is not allowed: easy, hard, easy-hard-easy, "
+            "hard-easy, file:PATH or a schedule task@cycle,task@cycle"
+        )
     text = text.strip()
     if text in SHORTCUTS:
         names = SHORTCUTS[text]
+        if 0 < cycles < len(names):
+            raise ConfigError(
+                f"task {text!r} has {len(names)} phases: cycles = {cycles} is out "
+                f"of range, allowed [{len(names)}, inf)"
+            )
         return tuple(Phase(n, (i * cycles) // len(names)) for i, n in enumerate(names))
     if "@" not in text:
         _check_single(text)
@@ -69,35 +76,42 @@ def parse_task(text: str, cycles: int) -> tuple[Phase, ...]:
         except ValueError:
             start_cycle = -1
         if not sep or start_cycle < 0:
-            raise ConfigError(f"task schedule item {item!r} is malformed: expected task@cycle "
-                              "with a cycle >= 0")
+            raise ConfigError(
+                f"task schedule item {item!r} is malformed: expected task@cycle with a cycle >= 0"
+            )
         _check_single(name)
         phases.append(Phase(name, start_cycle))
     starts = [p.start for p in phases]
     if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
         raise ConfigError(f"task schedule {text!r}: start cycles must begin at 0 and increase")
     if cycles and starts[-1] >= cycles:
-        raise ConfigError(f"task schedule {text!r}: last start {starts[-1]} is out of range: "
-                          f"allowed [0, {cycles - 1}] (cycles - 1)")
+        raise ConfigError(
+            f"task schedule {text!r}: last start {starts[-1]} is out of range: "
+            f"allowed [0, {cycles - 1}] (cycles - 1)"
+        )
     return tuple(phases)
 
 
 def _check_single(name: str) -> None:
     if name in ("easy", "hard") or (name.startswith("file:") and len(name) > 5):
         return
-    raise ConfigError(f"task = {name!r} is not allowed: easy, hard, easy-hard-easy, hard-easy, "
-                      "file:PATH or a schedule task@cycle,task@cycle")
+    raise ConfigError(
+        f"task = {name!r} is not allowed: easy, hard, easy-hard-easy, hard-easy, "
+        "file:PATH or a schedule task@cycle,task@cycle"
+    )
 
 
 def read_text_file(path: str) -> str:
     """Read a task file, refusing what cannot train a network, in one line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # bytes, then decode: text mode would turn "\r\n" into "\n" and change the data
+        text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"task file {path!r} does not exist") from None
     except UnicodeDecodeError as error:
-        raise ConfigError(f"task file {path!r} is not UTF-8 text ({error.reason} at byte "
-                          f"{error.start})") from None
+        raise ConfigError(
+            f"task file {path!r} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
     except OSError as error:
         raise ConfigError(f"task file {path!r} cannot be read: {error.strerror}") from None
     if not text:
@@ -169,8 +183,9 @@ def _fill_hard(rng, group_len, out):
         group[flip] = B if group[flip] == A else A
 
 
-def build_task_data(phases: tuple[Phase, ...], config: RunConfig, cycles: int,
-                    rng: np.random.Generator) -> TaskData:
+def build_task_data(
+    phases: tuple[Phase, ...], config: RunConfig, cycles: int, rng: np.random.Generator
+) -> TaskData:
     """Generate or read every stream the phases need; one stream per distinct task."""
     names: list[str] = []
     for phase in phases:
@@ -191,16 +206,19 @@ def build_task_data(phases: tuple[Phase, ...], config: RunConfig, cycles: int,
         alphabet.update(text)
     vocabulary = "".join(sorted(alphabet))
     vocab_points = np.frombuffer(vocabulary.encode("utf-32-le"), dtype=np.uint32)
-    generated_codes = np.searchsorted(vocab_points, np.frombuffer(
-        GENERATED_ALPHABET.encode("utf-32-le"), dtype=np.uint32)).astype(np.int32)
+    generated_codes = np.searchsorted(
+        vocab_points, np.frombuffer(GENERATED_ALPHABET.encode("utf-32-le"), dtype=np.uint32)
+    ).astype(np.int32)
 
     streams = []
     for name in names:
         if name in texts:
             points = np.frombuffer(texts[name].encode("utf-32-le"), dtype=np.uint32)
             if points.size < config.seq_len + 2:
-                raise ConfigError(f"task file {name[5:]!r} has {points.size} characters: it needs "
-                                  f"at least seq_len + 2 = {config.seq_len + 2}")
+                raise ConfigError(
+                    f"task file {name[5:]!r} has {points.size} characters: it needs "
+                    f"at least seq_len + 2 = {config.seq_len + 2}"
+                )
             streams.append(np.searchsorted(vocab_points, points).astype(np.int32))
             continue
         raw = np.empty(need[name], dtype=np.int32)

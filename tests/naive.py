@@ -134,4 +134,3 @@ def delete(state, i):
         else:
             out[k] = np.delete(v, i, axis=0)
     return out
-

@@ -14,8 +14,14 @@ VOCAB = 4
 N = 5
 SEQ_LEN = 7
 CAPACITY = 8
-GRAD_OF = {"Wxh": "dWxh", "Whh": "dWhh", "Wiy": "dWiy", "bh": "dbh", "by": "dby",
-           "multipliers": "dmultipliers"}
+GRAD_OF = {
+    "Wxh": "dWxh",
+    "Whh": "dWhh",
+    "Wiy": "dWiy",
+    "bh": "dbh",
+    "by": "dby",
+    "multipliers": "dmultipliers",
+}
 
 
 def _setup(mode, seed, l1=0.0):
@@ -90,7 +96,8 @@ def test_l1_term_is_added_at_every_step():
     assert loss1 == loss0  # the L1 term enters the gradient only, not the reported loss
     m = net.multipliers[:N]
     np.testing.assert_allclose(
-        s.dmultipliers[:N] - plain["multipliers"], SEQ_LEN * a * np.sign(m), rtol=0, atol=1e-13)
+        s.dmultipliers[:N] - plain["multipliers"], SEQ_LEN * a * np.sign(m), rtol=0, atol=1e-13
+    )
     for k in GRAD_OF:
         if k != "multipliers":
             assert np.array_equal(_active(k, getattr(s, GRAD_OF[k]), N), plain[k]), k

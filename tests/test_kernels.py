@@ -34,9 +34,16 @@ def _run_cycles(config, state, starts, data, dtype):
 def _naive_cycles(config, state, starts, data):
     variable = config.mode == "variable"
     for start in starts:
-        loss, state = cycle(state, data, start, config.seq_len, variable,
-                            l1=config.l1_strength if variable else 0.0,
-                            lr=config.learning_rate, clip=config.grad_clip)
+        loss, state = cycle(
+            state,
+            data,
+            start,
+            config.seq_len,
+            variable,
+            l1=config.l1_strength if variable else 0.0,
+            lr=config.learning_rate,
+            clip=config.grad_clip,
+        )
         yield loss, state
 
 
@@ -50,14 +57,22 @@ def _case(mode, n, clip, seed):
 
 
 @pytest.mark.parametrize("clip", [5.0, 0.5])
-@pytest.mark.parametrize(("mode", "n"), [("variable", 1), ("variable", 4),
-                                         ("variable", CAPACITY - 1), ("fixed", 1),
-                                         ("fixed", 4), ("fixed", CAPACITY)])
+@pytest.mark.parametrize(
+    ("mode", "n"),
+    [
+        ("variable", 1),
+        ("variable", 4),
+        ("variable", CAPACITY - 1),
+        ("fixed", 1),
+        ("fixed", 4),
+        ("fixed", CAPACITY),
+    ],
+)
 def test_one_cycle_matches_naive_float64(mode, n, clip):
     config, state, data, starts = _case(mode, n, clip, seed=100 * n + int(clip * 10))
     engine = _run_cycles(config, state, starts, data, "float64")
     naive = _naive_cycles(config, state, starts, data)
-    for (loss, view, net), (ref_loss, ref) in zip(engine, naive):
+    for (loss, view, net), (ref_loss, ref) in zip(engine, naive, strict=True):
         assert abs(loss - ref_loss) <= 1e-10
         for k in COMPARED:
             assert view[k].shape == ref[k].shape, k
@@ -88,7 +103,7 @@ def test_one_cycle_float32_close_to_float64_naive(mode, n):
     state32 = cast(state, np.float32)  # both sides start from the same float32 values
     engine = _run_cycles(config, state32, starts, data, "float32")
     naive = _naive_cycles(config, cast(state32, np.float64), starts, data)
-    for (loss, view, _), (ref_loss, ref) in zip(engine, naive):
+    for (loss, view, _), (ref_loss, ref) in zip(engine, naive, strict=True):
         assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
         for k in COMPARED:
             assert view[k].dtype == np.float32, k
@@ -98,12 +113,32 @@ def test_one_cycle_float32_close_to_float64_naive(mode, n):
 
 
 def test_tanh_within_4_ulp_of_numpy():
-    xs = np.concatenate([
-        np.linspace(-25.0, 25.0, 40001),
-        np.geomspace(1e-300, 40.0, 4000), -np.geomspace(1e-300, 40.0, 4000),
-        [0.0, -0.0, 5e-324, -5e-324, 2.2e-308, 1e-17, 1e-9, 0.34657359, 0.5493061443,
-         18.0, 19.06, 20.0, 20.5, 700.0, 1e300, -1e300, np.finfo(float).max],
-    ])
+    xs = np.concatenate(
+        [
+            np.linspace(-25.0, 25.0, 40001),
+            np.geomspace(1e-300, 40.0, 4000),
+            -np.geomspace(1e-300, 40.0, 4000),
+            [
+                0.0,
+                -0.0,
+                5e-324,
+                -5e-324,
+                2.2e-308,
+                1e-17,
+                1e-9,
+                0.34657359,
+                0.5493061443,
+                18.0,
+                19.06,
+                20.0,
+                20.5,
+                700.0,
+                1e300,
+                -1e300,
+                np.finfo(float).max,
+            ],
+        ]
+    )
     got = np.array([_tanh(x) for x in xs])
     ref = np.tanh(xs)
     ulp = np.spacing(np.abs(ref))
