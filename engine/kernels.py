@@ -189,14 +189,58 @@ def _forward_backward(net, s, hp, data, start):
             dWxh[i, v] = dWxh_t[v, i]
     # weight gradients summed over steps after the loop, so that each row stays in cache:
     # dWhh = sum_t outer(dr_t, h_{t-1}); dWiy = sum_t outer(dy_t, h_t) * m
-    for i in range(n):
+    i = 0
+    while i + 4 <= n:
+        _sum_outer_four_rows(dh_raw, i, hs, s.dWhh, steps, n)
+        i += 4
+    while i < n:
         _sum_outer_row(dh_raw, i, hs, 0, s.dWhh[i], steps, n)
+        i += 1
     for v in range(vocab):
         grow = dWiy[v]
         _sum_outer_row(probs, v, hs, 1, grow, steps, n)
         for j in range(n):
             grow[j] *= m[j]
     return loss
+
+
+@inline_kernel
+def _sum_outer_four_rows(coeffs, i, rows, out, steps, n):
+    """out[i:i+4, :n] = sum_t outer(coeffs[t, i:i+4], rows[t, :n]), two steps at a time.
+
+    Each loaded row element serves four output rows: the single-row version is bound by
+    loads (one per multiply-add); this one does four multiply-adds per load."""
+    o0, o1, o2, o3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+    for j in range(n):
+        o0[j] = 0.0
+        o1[j] = 0.0
+        o2[j] = 0.0
+        o3[j] = 0.0
+    t = 0
+    while t + 2 <= steps:
+        c0, c1 = coeffs[t], coeffs[t + 1]
+        a0, a1, a2, a3 = c0[i], c0[i + 1], c0[i + 2], c0[i + 3]
+        b0, b1, b2, b3 = c1[i], c1[i + 1], c1[i + 2], c1[i + 3]
+        h0, h1 = rows[t], rows[t + 1]
+        for j in range(n):
+            x0 = h0[j]
+            x1 = h1[j]
+            o0[j] += a0 * x0 + b0 * x1
+            o1[j] += a1 * x0 + b1 * x1
+            o2[j] += a2 * x0 + b2 * x1
+            o3[j] += a3 * x0 + b3 * x1
+        t += 2
+    while t < steps:
+        c0 = coeffs[t]
+        a0, a1, a2, a3 = c0[i], c0[i + 1], c0[i + 2], c0[i + 3]
+        h0 = rows[t]
+        for j in range(n):
+            x0 = h0[j]
+            o0[j] += a0 * x0
+            o1[j] += a1 * x0
+            o2[j] += a2 * x0
+            o3[j] += a3 * x0
+        t += 1
 
 
 @inline_kernel
