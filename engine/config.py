@@ -149,7 +149,7 @@ class RunConfig:
             value = getattr(self, f.name)
             if isinstance(value, (np.integer, np.floating, np.str_)):
                 value = value.item()  # values from numpy or pandas count as plain ones
-            _check_field(f, value)
+            check_field(f, value)
             if f.metadata["kind"] is float:
                 value = float(value)  # 0 and 0.0 must give the same config and run id
             object.__setattr__(self, f.name, value)
@@ -220,7 +220,7 @@ def allowed_range(name: str) -> str:
     return _range_text(RunConfig.__dataclass_fields__[name].metadata)
 
 
-def _check_field(f: dataclasses.Field, value: Any) -> None:
+def check_field(f: dataclasses.Field, value: Any) -> None:
     meta = f.metadata
     kind = meta["kind"]
     allowed = _range_text(meta)

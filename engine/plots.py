@@ -49,6 +49,33 @@ def ok_runs(runs_df: pd.DataFrame) -> pd.DataFrame:
     return runs_df[runs_df["status"] == "ok"]
 
 
+TASK_ORDER = ("easy", "hard", "easy-hard-easy", "hard-easy")
+
+
+def sort_runs(runs_df: pd.DataFrame) -> pd.DataFrame:
+    """Runs in the paper's order: easy, hard, schedules, other tasks; variable size before
+    fixed sizes (ascending); then condition name and seed. Groups keep this order."""
+    if runs_df.empty:
+        return runs_df.reset_index(drop=True)
+
+    def rank(task):
+        return TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER)
+
+    keys = pd.DataFrame(
+        {
+            "task_rank": runs_df["task"].map(rank) if "task" in runs_df else 0,
+            "task": runs_df["task"].astype(str) if "task" in runs_df else "",
+            "fixed": (runs_df["mode"] == "fixed") if "mode" in runs_df else False,
+            "size": runs_df["hidden_size"] if "hidden_size" in runs_df else 0,
+            "condition": runs_df["condition"].astype(str) if "condition" in runs_df else "",
+            "seed": runs_df["seed"] if "seed" in runs_df else 0,
+        },
+        index=runs_df.index,
+    )
+    order = keys.sort_values(list(keys.columns), kind="stable").index
+    return runs_df.loc[order].reset_index(drop=True)
+
+
 def _key_columns(runs_df: pd.DataFrame) -> list[str]:
     names = [c for c in IDENTITY if c in runs_df.columns]
     names += [c for c in field_names() if c in runs_df.columns and c not in NOT_IDENTITY]
@@ -100,8 +127,13 @@ def group_labels(runs_df: pd.DataFrame) -> pd.Series:
     return labels
 
 
-def median_curves(runs_df: pd.DataFrame, traces_df: pd.DataFrame,
-                  by: str | Sequence[str] | None = None, *, only_ok: bool = True) -> pd.DataFrame:
+def median_curves(
+    runs_df: pd.DataFrame,
+    traces_df: pd.DataFrame,
+    by: str | Sequence[str] | None = None,
+    *,
+    only_ok: bool = True,
+) -> pd.DataFrame:
     """Median and quartiles over runs, per group and per trace cycle.
 
     ``by``: None groups by :func:`group_labels` (condition plus varying parameters) into a
@@ -113,12 +145,18 @@ def median_curves(runs_df: pd.DataFrame, traces_df: pd.DataFrame,
     runs = ok_runs(runs_df) if only_ok else runs_df
     if by is None:
         keys = ["group"]
-        table = pd.DataFrame({"run_id": runs["run_id"].to_numpy(),
-                              "group": group_labels(runs).to_numpy()})
+        table = pd.DataFrame(
+            {"run_id": runs["run_id"].to_numpy(), "group": group_labels(runs).to_numpy()}
+        )
     else:
         keys = [by] if isinstance(by, str) else list(by)
-        table = runs[["run_id", *keys]]
-    merged = traces_df[["run_id", "cycle", *QUANTITIES]].merge(table, on="run_id", how="inner")
+        table = runs[["run_id", *keys]].copy()
+    # one run id can be stored in several studies: join on the study too when both have it
+    on = ["run_id"]
+    if "study" in runs.columns and "study" in traces_df.columns and "study" not in keys:
+        table["study"] = runs["study"].to_numpy()
+        on.append("study")
+    merged = traces_df[[*on, "cycle", *QUANTITIES]].merge(table, on=on, how="inner")
     columns = [*keys, "cycle", "runs"]
     columns += [f"{q}_{s}" for q in QUANTITIES for s in ("median", "q25", "q75")]
     if merged.empty:
@@ -165,8 +203,10 @@ def phases_of(task: str, cycles: int, config: RunConfig):
     """(task, start, end, floor) per phase of a run; floor None when unknown (files)."""
     phases = parse_task(task, cycles)
     ends = [p.start for p in phases[1:]] + [cycles]
-    return tuple((p.task, p.start, end, entropy_floor(p.task, config))
-                 for p, end in zip(phases, ends))
+    return tuple(
+        (p.task, p.start, end, entropy_floor(p.task, config))
+        for p, end in zip(phases, ends, strict=True)
+    )
 
 
 def group_info(runs_df: pd.DataFrame) -> dict[str, GroupInfo]:
@@ -179,9 +219,16 @@ def group_info(runs_df: pd.DataFrame) -> dict[str, GroupInfo]:
         config = config_of(row)
         task, cycles = str(row["task"]), int(row["cycles"])
         infos[label] = GroupInfo(
-            label=label, task=task, mode=config.mode, hidden_size=config.hidden_size,
-            cycles=cycles, seq_len=config.seq_len, seeds=len(done),
-            failed=len(members) - len(done), phases=phases_of(task, cycles, config))
+            label=label,
+            task=task,
+            mode=config.mode,
+            hidden_size=config.hidden_size,
+            cycles=cycles,
+            seq_len=config.seq_len,
+            seeds=len(done),
+            failed=len(members) - len(done),
+            phases=phases_of(task, cycles, config),
+        )
     return infos
 
 
@@ -205,6 +252,7 @@ def _cycles_formatter():
         if abs(x) >= 1000:
             return f"{x / 1000:g}k"
         return f"{x:g}"
+
     return FuncFormatter(fmt)
 
 
@@ -213,11 +261,25 @@ def _mark_phases(ax, info: GroupInfo, *, names: bool) -> None:
         return
     for task, start, end, _floor in info.phases:
         if start > 0:
-            ax.axvline(start, color="0.35", linestyle=":", linewidth=1.2, zorder=1,
-                       label="task switch" if start == info.phases[1][1] else None)
+            ax.axvline(
+                start,
+                color="0.35",
+                linestyle=":",
+                linewidth=1.2,
+                zorder=1,
+                label="task switch" if start == info.phases[1][1] else None,
+            )
         if names:
-            ax.text((start + end) / 2, 0.98, task, transform=ax.get_xaxis_transform(),
-                    ha="center", va="top", fontsize=9, color="0.25")
+            ax.text(
+                (start + end) / 2,
+                0.98,
+                task,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=9,
+                color="0.25",
+            )
 
 
 def _draw_floors(ax, info: GroupInfo, scale: float, color: str = "0.2", label: bool = True):
@@ -225,8 +287,16 @@ def _draw_floors(ax, info: GroupInfo, scale: float, color: str = "0.2", label: b
     for _task, start, end, floor in info.phases:
         if floor is None:
             continue
-        ax.hlines(floor * scale, start, end, colors=color, linestyles="dashed", linewidth=1.3,
-                  zorder=2, label="entropy floor" if label and not drawn else None)
+        ax.hlines(
+            floor * scale,
+            start,
+            end,
+            colors=color,
+            linestyles="dashed",
+            linewidth=1.3,
+            zorder=3,
+            label="entropy floor" if label and not drawn else None,
+        )
         drawn = True
 
 
@@ -242,6 +312,12 @@ def _loss_limits(curves: pd.DataFrame, floors: list[float], cycles: int, column:
     low = min([low, *floors]) if floors else low
     span = max(top - low, 0.05 * max(abs(top), 1.0))
     return low - 0.08 * span, top + 0.12 * span
+
+
+def _neurons_top(curves: pd.DataFrame, column: str) -> float:
+    values = curves[column].to_numpy(dtype=float)
+    top = float(np.nanmax(values)) if values.size else 1.0
+    return max(2.0, 1.08 * top + 0.5)
 
 
 def _finish_axes(ax) -> None:
@@ -266,51 +342,81 @@ def draw_by_condition(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: s
         data = curves[curves["group"] == label]
         x = data["cycle"].to_numpy()
         loss_ax, n_ax = axes[0, col], axes[1, col]
-        loss_ax.fill_between(x, data["smoothed_loss_q25"] * k, data["smoothed_loss_q75"] * k,
-                             color="tab:blue", alpha=0.25, linewidth=0, label="inter-quartile range")
-        line, = loss_ax.plot(x, data["smoothed_loss_median"] * k, color="tab:blue", linewidth=1.8,
-                             label="median")
+        loss_ax.fill_between(
+            x,
+            data["smoothed_loss_q25"] * k,
+            data["smoothed_loss_q75"] * k,
+            color="tab:blue",
+            alpha=0.25,
+            linewidth=0,
+            label="inter-quartile range",
+        )
+        (line,) = loss_ax.plot(
+            x, data["smoothed_loss_median"] * k, color="tab:blue", linewidth=1.8, label="median"
+        )
         line.set_gid(f"median:smoothed_loss:{label}")
         _draw_floors(loss_ax, info, k)
         _mark_phases(loss_ax, info, names=True)
         floors = [f * k for *_rest, f in info.phases if f is not None]
-        scaled = data.assign(**{c: data[c] * k for c in data.columns
-                                if c.startswith("smoothed_loss_")})
+        scaled = data.assign(
+            **{c: data[c] * k for c in data.columns if c.startswith("smoothed_loss_")}
+        )
         limits.append(_loss_limits(scaled, floors, info.cycles, "smoothed_loss_q75"))
 
-        n_ax.fill_between(x, data["neurons_q25"], data["neurons_q75"], color="tab:red",
-                          alpha=0.25, linewidth=0, label="inter-quartile range")
-        line, = n_ax.plot(x, data["neurons_median"], color="tab:red", linewidth=1.8,
-                          label="median")
+        n_ax.fill_between(
+            x,
+            data["neurons_q25"],
+            data["neurons_q75"],
+            color="tab:red",
+            alpha=0.25,
+            linewidth=0,
+            label="inter-quartile range",
+        )
+        (line,) = n_ax.plot(
+            x, data["neurons_median"], color="tab:red", linewidth=1.8, label="median"
+        )
         line.set_gid(f"median:neurons:{label}")
         _mark_phases(n_ax, info, names=False)
 
         failed = f", {info.failed} failed run(s) left out" if info.failed else ""
-        loss_ax.set_title(f"{label}\n{info.task}, {info.mode} size, {info.seeds} seeds{failed}",
-                          fontsize=11)
-        n_ax.set_xlabel("cycle (40-character sequences)" if info.seq_len == 40
-                        else f"cycle ({info.seq_len}-character sequences)", fontsize=10)
-        n_ax.set_ylim(bottom=0)
+        loss_ax.set_title(
+            f"{label}\n{info.task}, {info.mode} size, {info.seeds} seeds{failed}", fontsize=11
+        )
+        n_ax.set_xlabel(
+            "cycle (40-character sequences)"
+            if info.seq_len == 40
+            else f"cycle ({info.seq_len}-character sequences)",
+            fontsize=10,
+        )
         for ax in (loss_ax, n_ax):
             _finish_axes(ax)
     if limits:
         axes[0, 0].set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
+    axes[1, 0].set_ylim(0, _neurons_top(curves[curves["group"].isin(labels)], "neurons_q75"))
     axes[0, 0].set_ylabel(ylabel, fontsize=10)
     axes[1, 0].set_ylabel("number of neurons N", fontsize=10)
     if labels:
-        axes[0, -1].legend(loc="upper right", fontsize=8, framealpha=0.9,
-                           bbox_to_anchor=(1.0, 0.9) if len(infos[labels[-1]].phases) > 1
-                           else None)
+        axes[0, -1].legend(
+            loc="upper right",
+            fontsize=8,
+            framealpha=0.9,
+            bbox_to_anchor=(1.0, 0.9) if len(infos[labels[-1]].phases) > 1 else None,
+        )
         axes[1, -1].legend(loc="lower right", fontsize=8, framealpha=0.9)
-    fig.suptitle(f"{name}: smoothed loss and network size (median and inter-quartile range "
-                 "over seeds)", fontsize=12)
+    fig.suptitle(
+        f"{name}: smoothed loss and network size (median and inter-quartile range over seeds)",
+        fontsize=12,
+    )
     return fig
 
 
 def draw_sizes(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: str, task: str) -> Figure:
     """Figure 2: fixed sizes as thin coloured medians, variable size as a thick black one."""
-    members = [infos[label] for label in infos
-               if infos[label].task == task and label in set(curves["group"])]
+    members = [
+        infos[label]
+        for label in infos
+        if infos[label].task == task and label in set(curves["group"])
+    ]
     fixed = sorted((i for i in members if i.mode == "fixed"), key=lambda i: i.hidden_size)
     variable = [i for i in members if i.mode == "variable"]
     scale, ylabel = loss_scale(members)
@@ -324,21 +430,24 @@ def draw_sizes(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: str, tas
         k = _scale_for(info, scale)
         x = data["cycle"].to_numpy()
         if info.mode == "fixed":
-            color = colors(0.9 * i / max(1, len(fixed) - 1)) if len(fixed) > 1 else "tab:blue"
+            color = colors(0.85 * i / max(1, len(fixed) - 1)) if len(fixed) > 1 else "tab:blue"
             style = dict(color=color, linewidth=1.2)
             text = f"{info.label} (fixed N = {info.hidden_size})"
         else:
             style = dict(color="black", linewidth=3.0, zorder=5)
             text = f"{info.label} (variable size)"
-        line, = loss_ax.plot(x, data["smoothed_loss_median"] * k, label=text, **style)
+        (line,) = loss_ax.plot(x, data["smoothed_loss_median"] * k, label=text, **style)
         line.set_gid(f"median:smoothed_loss:{info.label}")
-        line, = n_ax.plot(x, data["neurons_median"], label=text, **style)
+        (line,) = n_ax.plot(x, data["neurons_median"], label=text, **style)
         line.set_gid(f"median:neurons:{info.label}")
         cycles = info.cycles
         floors = [f * k for *_r, f in info.phases if f is not None]
         scaled = data.assign(smoothed_loss_median=data["smoothed_loss_median"] * k)
-        limits.append(_loss_limits(scaled[["cycle", "smoothed_loss_median"]], floors, cycles,
-                                   "smoothed_loss_median"))
+        limits.append(
+            _loss_limits(
+                scaled[["cycle", "smoothed_loss_median"]], floors, cycles, "smoothed_loss_median"
+            )
+        )
     if members:
         reference = variable[0] if variable else members[0]
         _draw_floors(loss_ax, reference, _scale_for(reference, scale))
@@ -348,34 +457,40 @@ def draw_sizes(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: str, tas
         loss_ax.set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
     seeds = sorted({i.seeds for i in members})
     seeds_text = "/".join(str(s) for s in seeds)
-    loss_ax.set_title(f"{name}: {task} task, fixed versus variable size\nmedians over "
-                      f"{seeds_text} seeds (inter-quartile ranges not shown, as in the paper)",
-                      fontsize=11)
+    loss_ax.set_title(
+        f"{name}: {task} task, fixed versus variable size\nmedians over "
+        f"{seeds_text} seeds (inter-quartile ranges not shown, as in the paper)",
+        fontsize=11,
+    )
     loss_ax.set_ylabel(ylabel, fontsize=10)
     n_ax.set_ylabel("number of neurons N", fontsize=10)
     n_ax.set_xlabel("cycle (40-character sequences)", fontsize=10)
-    n_ax.set_ylim(bottom=0)
+    shown = curves[curves["group"].isin([i.label for i in members])]
+    n_ax.set_ylim(0, _neurons_top(shown, "neurons_median"))
     loss_ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     for ax in (loss_ax, n_ax):
         _finish_axes(ax)
     return fig
 
 
-def draw_study(runs_df: pd.DataFrame, traces_df: pd.DataFrame,
-               name: str) -> list[tuple[str, Figure]]:
+def draw_study(
+    runs_df: pd.DataFrame, traces_df: pd.DataFrame, name: str
+) -> list[tuple[str, Figure]]:
     """Build (without saving) every figure of a study: ``[(file stem, Figure), ...]``."""
-    runs = runs_df.reset_index(drop=True)
+    runs = sort_runs(runs_df)
     curves = median_curves(runs, traces_df)
     done = ok_runs(runs)
     infos = group_info(runs)
     drawn = set(curves["group"]) if len(curves) else set()
     figures = []
-    variable = {label: info for label, info in infos.items()
-                if info.mode == "variable" and label in drawn}
+    variable = {
+        label: info for label, info in infos.items() if info.mode == "variable" and label in drawn
+    }
     if variable:
         figures.append((f"{name}-by-condition", draw_by_condition(curves, variable, name)))
-    tasks_with_fixed = dict.fromkeys(info.task for label, info in infos.items()
-                                     if info.mode == "fixed" and label in drawn)
+    tasks_with_fixed = dict.fromkeys(
+        info.task for label, info in infos.items() if info.mode == "fixed" and label in drawn
+    )
     for task in tasks_with_fixed:
         figures.append((f"{name}-sizes-{_slug(task)}", draw_sizes(curves, infos, name, task)))
     if not figures and len(done):
@@ -387,8 +502,9 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "task"
 
 
-def plot_study(runs_df: pd.DataFrame, traces_df: pd.DataFrame, out_dir: str | Path,
-               name: str) -> list[Path]:
+def plot_study(
+    runs_df: pd.DataFrame, traces_df: pd.DataFrame, out_dir: str | Path, name: str
+) -> list[Path]:
     """Draw a study's figures into ``out_dir`` as PNG and SVG; returns the written paths.
 
     ``runs_df`` and ``traces_df`` are the study's rows of the store's ``runs`` and
@@ -410,34 +526,19 @@ def plot_study(runs_df: pd.DataFrame, traces_df: pd.DataFrame, out_dir: str | Pa
 # -- loading and the CLI -------------------------------------------------------------------
 def load_study(results: str | Path, study: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The runs and traces of one study (or of every study) from a results store."""
-    try:
-        from . import store
-    except ImportError:  # the store module is not there yet: read the partitions directly
-        return _read_table(results, "runs", study), _read_table(results, "traces", study)
+    from . import store
+
     runs = store.load_runs(results, study=study)
     traces = store.load_traces(results, study=study)
     return runs, traces
 
 
-def _read_table(results: str | Path, table: str, study: str | None) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    root = Path(results) / table
-    folders = [root / f"study={study}"] if study else sorted(root.glob("study=*"))
-    parts = [pq.read_table(f) for d in folders if d.is_dir() for f in sorted(d.glob("*.parquet"))]
-    if not parts:
-        return pd.DataFrame()
-    return pa.concat_tables(parts, promote_options="default").to_pandas()
-
-
 def studies_in(results: str | Path) -> list[str]:
-    """Names of the studies a store holds (its ``runs/study=NAME`` partitions)."""
-    root = Path(results) / "runs"
-    if not root.is_dir():
-        return []
-    return sorted(p.name.split("=", 1)[1] for p in root.iterdir()
-                  if p.is_dir() and p.name.startswith("study="))
+    """Names of the studies a store holds, sorted."""
+    from . import store
+
+    runs = store.load_runs(results, columns=["study"])
+    return sorted(set(runs["study"]))
 
 
 def cli_figures(args) -> int:
@@ -457,8 +558,10 @@ def cli_figures(args) -> int:
         runs, traces = load_study(results, name)
         if runs.empty:
             known = ", ".join(studies_in(results)) or "none"
-            print(f"figures: study {name!r} has no runs in {results} (studies: {known})",
-                  file=sys.stderr)
+            print(
+                f"figures: study {name!r} has no runs in {results} (studies: {known})",
+                file=sys.stderr,
+            )
             status = 1
             continue
         try:

@@ -4,6 +4,7 @@ Three datasets, one row type each:
 - ``runs``: one row per run: identity, every config field as its own column, outcome.
 - ``traces``: one row per ``log_every`` cycles (``engine.state.TRACE_DTYPE`` + run_id).
 - ``events``: one row per neuron birth or death (``engine.state.EVENT_DTYPE`` + run_id).
+- ``sessions``: one row per ``diffrnn study`` invocation that ran something: its wall time.
 Record arrays leave the kernels with those dtypes; each field maps to one column here.
 """
 
@@ -62,5 +63,19 @@ TRACES_SCHEMA = pa.schema(
 )
 EVENTS_SCHEMA = pa.schema(
     [pa.field("run_id", pa.string())] + _from_numpy(EVENT_DTYPE),
+    metadata={"schema_version": str(SCHEMA_VERSION)},
+)
+SESSIONS_SCHEMA = pa.schema(
+    [
+        pa.field("started_at", pa.string()),
+        pa.field("wall_seconds", pa.float64()),
+        pa.field("warm_up_seconds", pa.float64()),
+        pa.field("runs_done", pa.int64()),
+        pa.field("runs_skipped", pa.int64()),
+        pa.field("runs_total", pa.int64()),
+        pa.field("workers", pa.int64()),
+        pa.field("backend", pa.string()),
+        pa.field("engine_version", pa.string()),
+    ],
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )

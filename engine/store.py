@@ -5,6 +5,7 @@ Layout (hive-partitioned by study, readable as is by ``pd.read_parquet`` and duc
     RESULTS/runs/study=NAME/part-<batch>.parquet     one row per run (RUNS_SCHEMA)
     RESULTS/traces/study=NAME/part-<batch>.parquet   log records (TRACES_SCHEMA)
     RESULTS/events/study=NAME/part-<batch>.parquet   births and deaths (EVENTS_SCHEMA)
+    RESULTS/sessions/study=NAME/part-<time>.parquet  one row per invocation (SESSIONS_SCHEMA)
 
 The ``study`` column lives only in the directory name (the hive partition key), so files
 hold ``RUNS_SCHEMA`` without ``study``; every reader adds it back from the path. One batch
@@ -43,8 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .config import ConfigError
-from .records import EVENTS_SCHEMA, RUNS_SCHEMA, SCHEMA_VERSION, TRACES_SCHEMA
+from .config import ConfigError, field_names
+from .records import EVENTS_SCHEMA, RUNS_SCHEMA, SCHEMA_VERSION, SESSIONS_SCHEMA, TRACES_SCHEMA
 from .run import ENGINE_VERSION, RunResult
 
 DATASETS = ("runs", "traces", "events")
@@ -55,10 +56,12 @@ PARTITION = "study"
 TIMING_COLUMNS = ("wall_seconds", "cycles_per_second")
 
 _FILE_SCHEMAS = {
-    "runs": pa.schema([f for f in RUNS_SCHEMA if f.name != PARTITION],
-                      metadata=RUNS_SCHEMA.metadata),
+    "runs": pa.schema(
+        [f for f in RUNS_SCHEMA if f.name != PARTITION], metadata=RUNS_SCHEMA.metadata
+    ),
     "traces": TRACES_SCHEMA,
     "events": EVENTS_SCHEMA,
+    "sessions": SESSIONS_SCHEMA,
 }
 RUNS_FILE_SCHEMA = _FILE_SCHEMAS["runs"]
 # natural keys: unique within one study (used to drop duplicate rows on load)
@@ -67,6 +70,7 @@ _KEYS = {
     "traces": ["study", "run_id", "cycle"],
     "events": ["study", "run_id", "cycle", "neuron_id", "kind"],
 }
+CONFIG_NAMES = field_names()
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9._+-]{0,99}")
 
 
@@ -77,8 +81,10 @@ class StoreError(ConfigError):
 def check_name(name: Any, what: str = "study name") -> str:
     """Study and condition names: a letter, then letters, digits, '.', '_', '+' or '-'."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise StoreError(f"{what} {name!r} is not allowed: a letter then up to 99 letters, "
-                         "digits, '.', '_', '+' or '-'")
+        raise StoreError(
+            f"{what} {name!r} is not allowed: a letter then up to 99 letters, "
+            "digits, '.', '_', '+' or '-'"
+        )
     return name
 
 
@@ -91,28 +97,38 @@ def runs_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
     """One row per (condition, result), in the on-disk schema (no ``study`` column)."""
     rows = []
     for condition, result in items:
-        row = {"run_id": result.run_id, "condition": condition, "task": result.task,
-               "seed": int(result.seed), "cycles": int(result.cycles)}
+        row = {
+            "run_id": result.run_id,
+            "condition": condition,
+            "task": result.task,
+            "seed": int(result.seed),
+            "cycles": int(result.cycles),
+        }
         row.update(result.config.to_dict())
         row.update(
-            status=result.status, error=result.message or None,
-            cycles_done=int(result.cycles_done), final_loss=float(result.final_loss),
+            status=result.status,
+            error=result.message or None,
+            cycles_done=int(result.cycles_done),
+            final_loss=float(result.final_loss),
             final_neurons=int(result.final_neurons),
             entropy_floor=_float_or_none(result.entropy_floor),
             wall_seconds=float(result.wall_seconds),
             cycles_per_second=float(result.cycles_per_second),
-            engine_version=ENGINE_VERSION, schema_version=SCHEMA_VERSION,
+            engine_version=ENGINE_VERSION,
+            schema_version=SCHEMA_VERSION,
         )
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=RUNS_FILE_SCHEMA)
 
 
-def _records_table(arrays: Sequence[np.ndarray], run_ids: Sequence[str],
-                   schema: pa.Schema) -> pa.Table:
+def _records_table(
+    arrays: Sequence[np.ndarray], run_ids: Sequence[str], schema: pa.Schema
+) -> pa.Table:
     counts = [len(a) for a in arrays]
     merged = np.concatenate(arrays) if arrays else None
-    columns = {"run_id": pa.array(np.repeat(np.asarray(run_ids, dtype=object), counts),
-                                  type=pa.string())}
+    columns = {
+        "run_id": pa.array(np.repeat(np.asarray(run_ids, dtype=object), counts), type=pa.string())
+    }
     for field in schema:
         if field.name == "run_id":
             continue
@@ -122,13 +138,11 @@ def _records_table(arrays: Sequence[np.ndarray], run_ids: Sequence[str],
 
 
 def traces_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
-    return _records_table([r.traces for _, r in items], [r.run_id for _, r in items],
-                          TRACES_SCHEMA)
+    return _records_table([r.traces for _, r in items], [r.run_id for _, r in items], TRACES_SCHEMA)
 
 
 def events_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
-    return _records_table([r.events for _, r in items], [r.run_id for _, r in items],
-                          EVENTS_SCHEMA)
+    return _records_table([r.events for _, r in items], [r.run_id for _, r in items], EVENTS_SCHEMA)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -142,7 +156,11 @@ def _fsync_dir(path: Path) -> None:
 
 def _write_atomic(table: pa.Table, directory: Path, name: str, durable: bool) -> Path:
     """Write ``directory/name`` so that it either exists complete or not at all."""
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        if durable:  # the new directories' entries reach the disk too
+            _fsync_dir(directory.parent)
+            _fsync_dir(directory.parent.parent)
     final = directory / name
     temporary = directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
@@ -164,8 +182,13 @@ def new_part_name() -> str:
     return f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
 
 
-def write_batch(results: str | os.PathLike, study: str,
-                items: Sequence[tuple[str, RunResult]], *, durable: bool = True) -> str | None:
+def write_batch(
+    results: str | os.PathLike,
+    study: str,
+    items: Sequence[tuple[str, RunResult]],
+    *,
+    durable: bool = True,
+) -> str | None:
     """Store a batch of finished runs, given as (condition, RunResult) pairs.
 
     Traces and events are written first and the runs file last, each atomically, so that
@@ -193,6 +216,23 @@ def write_batch(results: str | os.PathLike, study: str,
     return name
 
 
+def write_session(results: str | os.PathLike, study: str, record: dict[str, Any]) -> Path:
+    """Store one study invocation's timing (``SESSIONS_SCHEMA`` fields), atomically."""
+    check_name(study)
+    table = pa.Table.from_pylist([record], schema=SESSIONS_SCHEMA)
+    directory = Path(results) / "sessions" / f"{PARTITION}={study}"
+    return _write_atomic(table, directory, new_part_name(), durable=True)
+
+
+def load_sessions(results: str | os.PathLike, study: str | None = None) -> pd.DataFrame:
+    """One row per ``diffrnn study`` invocation that ran runs: when, how long, how many."""
+    root = Path(results)
+    table = _read(root, "sessions", part_files(root, "sessions", study), None, None)
+    frame = table.to_pandas()
+    frame["study"] = frame["study"].astype(str)
+    return frame.sort_values(["study", "started_at"], ignore_index=True)
+
+
 # -- discovery ------------------------------------------------------------------------------
 def _is_part(path: Path) -> bool:
     return path.name.startswith("part-") and path.name.endswith(".parquet") and path.is_file()
@@ -203,15 +243,18 @@ def _study_dirs(root: Path, dataset: str, study: str | Sequence[str] | None) -> 
     if not base.is_dir():
         return []
     if study is None:
-        return sorted(p for p in base.iterdir()
-                      if p.is_dir() and p.name.startswith(f"{PARTITION}="))
+        return sorted(
+            p for p in base.iterdir() if p.is_dir() and p.name.startswith(f"{PARTITION}=")
+        )
     names = [study] if isinstance(study, str) else list(study)
-    return [base / f"{PARTITION}={name}" for name in names
-            if (base / f"{PARTITION}={name}").is_dir()]
+    return [
+        base / f"{PARTITION}={name}" for name in names if (base / f"{PARTITION}={name}").is_dir()
+    ]
 
 
-def part_files(results: str | os.PathLike, dataset: str,
-               study: str | Sequence[str] | None = None) -> list[Path]:
+def part_files(
+    results: str | os.PathLike, dataset: str, study: str | Sequence[str] | None = None
+) -> list[Path]:
     """The stored files of a dataset (temporaries and stray files excluded), name order."""
     files = []
     for directory in _study_dirs(Path(results), dataset, study):
@@ -219,8 +262,13 @@ def part_files(results: str | os.PathLike, dataset: str,
     return files
 
 
-def _read(root: Path, dataset: str, files: list[Path], columns: list[str] | None,
-          filter_expr: ds.Expression | None) -> pa.Table:
+def _read(
+    root: Path,
+    dataset: str,
+    files: list[Path],
+    columns: list[str] | None,
+    filter_expr: ds.Expression | None,
+) -> pa.Table:
     """Read part files with the fixed schema plus ``study`` from the path.
 
     A file that cannot be read (truncated by a disk failure, foreign) is skipped with a
@@ -234,9 +282,13 @@ def _read(root: Path, dataset: str, files: list[Path], columns: list[str] | None
     empty = full.empty_table() if columns is None else full.empty_table().select(columns)
 
     def load(paths: list[Path]) -> pa.Table:
-        dataset_ = ds.dataset([str(p) for p in paths], schema=full, format="parquet",
-                              partitioning=partitioning,
-                              partition_base_dir=str(root / dataset))
+        dataset_ = ds.dataset(
+            [str(p) for p in paths],
+            schema=full,
+            format="parquet",
+            partitioning=partitioning,
+            partition_base_dir=str(root / dataset),
+        )
         return dataset_.to_table(columns=columns, filter=filter_expr)
 
     if not files:
@@ -249,8 +301,7 @@ def _read(root: Path, dataset: str, files: list[Path], columns: list[str] | None
             try:
                 tables.append(load([path]))
             except (pa.ArrowException, OSError) as error:
-                warnings.warn(f"skipping unreadable results file {path}: {error}",
-                              stacklevel=3)
+                warnings.warn(f"skipping unreadable results file {path}: {error}", stacklevel=3)
         return pa.concat_tables(tables) if tables else empty
 
 
@@ -302,8 +353,9 @@ def study_lock(results: str | os.PathLike, study: str) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StoreError(f"study {study!r} is already being run into {str(root)!r} by "
-                             "another process") from None
+            raise StoreError(
+                f"study {study!r} is already being run into {str(root)!r} by another process"
+            ) from None
         try:
             yield
         finally:
@@ -312,6 +364,8 @@ def study_lock(results: str | os.PathLike, study: str) -> Iterator[None]:
 
 # -- loading --------------------------------------------------------------------------------
 RUN_COLUMNS = tuple(RUNS_SCHEMA.names)
+# rows of load_runs come in this order (completion order varies with the backend)
+_RUN_ORDER = ("study", "condition", "task", "cycles", *CONFIG_NAMES, "seed", "run_id")
 
 
 def _values(value: Any) -> list:
@@ -326,8 +380,10 @@ def _filter_expression(condition, filters: dict[str, Any]) -> ds.Expression | No
         filters = {"condition": condition, **filters}
     for name, value in filters.items():
         if name not in RUN_COLUMNS or name == PARTITION:
-            raise StoreError(f"cannot filter on {name!r}: not a column of runs; columns are "
-                             f"{', '.join(c for c in RUN_COLUMNS if c != PARTITION)}")
+            raise StoreError(
+                f"cannot filter on {name!r}: not a column of runs; columns are "
+                f"{', '.join(c for c in RUN_COLUMNS if c != PARTITION)}"
+            )
         values = _values(value)
         if any(isinstance(v, float) and math.isnan(v) for v in values):
             raise StoreError(f"cannot filter {name!r} on NaN")
@@ -336,9 +392,14 @@ def _filter_expression(condition, filters: dict[str, Any]) -> ds.Expression | No
     return expression
 
 
-def load_runs(results: str | os.PathLike, study: str | Sequence[str] | None = None,
-              condition: str | Sequence[str] | None = None, *,
-              columns: Sequence[str] | None = None, **param_filters: Any) -> pd.DataFrame:
+def load_runs(
+    results: str | os.PathLike,
+    study: str | Sequence[str] | None = None,
+    condition: str | Sequence[str] | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+    **param_filters: Any,
+) -> pd.DataFrame:
     """The stored runs as a DataFrame, one row per run, columns in RUNS_SCHEMA order.
 
     ``study``/``condition`` and any other runs column given as a keyword
@@ -356,6 +417,8 @@ def load_runs(results: str | os.PathLike, study: str | Sequence[str] | None = No
     frame = table.to_pandas()
     frame = frame[[c for c in RUN_COLUMNS if c in frame.columns]]
     frame = frame.drop_duplicates(subset=_KEYS["runs"], keep="first")
+    order = [c for c in _RUN_ORDER if c in frame.columns]
+    frame = frame.sort_values(order, kind="stable") if order else frame
     if columns is not None:
         frame = frame[list(columns)]
     return frame.reset_index(drop=True)
@@ -364,29 +427,40 @@ def load_runs(results: str | os.PathLike, study: str | Sequence[str] | None = No
 def _load_records(dataset: str, results, study, condition, run_columns, param_filters):
     root = Path(results)
     run_columns = list(run_columns)
-    runs = load_runs(root, study, condition,
-                     columns=list(dict.fromkeys(["run_id", PARTITION, *run_columns])),
-                     **param_filters)
+    runs = load_runs(
+        root,
+        study,
+        condition,
+        columns=list(dict.fromkeys(["run_id", PARTITION, *run_columns])),
+        **param_filters,
+    )
     studies = sorted(set(runs[PARTITION])) if len(runs) else []
     expression = pc.field("run_id").isin(sorted(set(runs["run_id"]))) if len(runs) else None
-    table = _read(root, dataset, part_files(root, dataset, studies) if studies else [],
-                  None, expression)
+    table = _read(
+        root, dataset, part_files(root, dataset, studies) if studies else [], None, expression
+    )
     frame = table.to_pandas()
     # orphans (traces of a run whose runs row was never written) fall out of the join
     frame = frame.drop_duplicates(subset=_KEYS[dataset], keep="first")
     extra = [c for c in run_columns if c not in ("run_id", PARTITION)]
-    frame = frame.merge(runs[["run_id", PARTITION, *extra]], on=["run_id", PARTITION],
-                        how="inner", sort=False)
-    order = ["run_id", PARTITION, *extra] + [c for c in _FILE_SCHEMAS[dataset].names
-                                             if c != "run_id"]
+    frame = frame.merge(
+        runs[["run_id", PARTITION, *extra]], on=["run_id", PARTITION], how="inner", sort=False
+    )
+    order = ["run_id", PARTITION, *extra] + [
+        c for c in _FILE_SCHEMAS[dataset].names if c != "run_id"
+    ]
     frame = frame[order].sort_values([PARTITION, "run_id"], kind="stable")
     return frame.reset_index(drop=True)
 
 
-def load_traces(results: str | os.PathLike, study: str | Sequence[str] | None = None,
-                condition: str | Sequence[str] | None = None, *,
-                run_columns: Sequence[str] = ("condition", "task", "seed"),
-                **param_filters: Any) -> pd.DataFrame:
+def load_traces(
+    results: str | os.PathLike,
+    study: str | Sequence[str] | None = None,
+    condition: str | Sequence[str] | None = None,
+    *,
+    run_columns: Sequence[str] = ("condition", "task", "seed"),
+    **param_filters: Any,
+) -> pd.DataFrame:
     """Trace records of the selected runs, with ``run_columns`` of their runs row.
 
     Rows of runs that were never fully stored (a kill between files) are left out.
@@ -394,10 +468,14 @@ def load_traces(results: str | os.PathLike, study: str | Sequence[str] | None = 
     return _load_records("traces", results, study, condition, run_columns, param_filters)
 
 
-def load_events(results: str | os.PathLike, study: str | Sequence[str] | None = None,
-                condition: str | Sequence[str] | None = None, *,
-                run_columns: Sequence[str] = ("condition", "task", "seed"),
-                **param_filters: Any) -> pd.DataFrame:
+def load_events(
+    results: str | os.PathLike,
+    study: str | Sequence[str] | None = None,
+    condition: str | Sequence[str] | None = None,
+    *,
+    run_columns: Sequence[str] = ("condition", "task", "seed"),
+    **param_filters: Any,
+) -> pd.DataFrame:
     """Birth (kind 0) and death (kind 1) events of the selected runs; see load_traces."""
     return _load_records("events", results, study, condition, run_columns, param_filters)
 
@@ -407,8 +485,12 @@ def _floor(values: pd.Series) -> float:
     return float(distinct[0]) if len(distinct) == 1 else math.nan
 
 
-def summary(results: str | os.PathLike, by: str | Iterable[str] = ("condition",),
-            study: str | Sequence[str] | None = None, **param_filters: Any) -> pd.DataFrame:
+def summary(
+    results: str | os.PathLike,
+    by: str | Iterable[str] = ("condition",),
+    study: str | Sequence[str] | None = None,
+    **param_filters: Any,
+) -> pd.DataFrame:
     """Median and inter-quartile range of final N and final loss per group.
 
     Statistics are over runs with status ``ok``; ``n_runs`` counts every stored run,
@@ -421,8 +503,10 @@ def summary(results: str | os.PathLike, by: str | Iterable[str] = ("condition",)
         raise StoreError("summary needs at least one column to group by")
     for key in keys:
         if key not in RUN_COLUMNS:
-            raise StoreError(f"cannot group by {key!r}: not a column of runs; columns are "
-                             f"{', '.join(RUN_COLUMNS)}")
+            raise StoreError(
+                f"cannot group by {key!r}: not a column of runs; columns are "
+                f"{', '.join(RUN_COLUMNS)}"
+            )
     runs = load_runs(results, study, **param_filters)
     stats = ["n_runs", "n_ok", "n_diverged", "n_error"]
     for name in ("final_neurons", "final_loss"):
@@ -434,14 +518,18 @@ def summary(results: str | os.PathLike, by: str | Iterable[str] = ("condition",)
     for group, part in runs.groupby(keys, dropna=False, sort=True):
         group = group if isinstance(group, tuple) else (group,)
         ok = part[part["status"] == "ok"]
-        row = dict(zip(keys, group))
-        row.update(n_runs=len(part), n_ok=len(ok),
-                   n_diverged=int((part["status"] == "diverged").sum()),
-                   n_error=int((part["status"] == "error").sum()))
+        row = dict(zip(keys, group, strict=True))
+        row.update(
+            n_runs=len(part),
+            n_ok=len(ok),
+            n_diverged=int((part["status"] == "diverged").sum()),
+            n_error=int((part["status"] == "error").sum()),
+        )
         for name in ("final_neurons", "final_loss"):
             values = ok[name].astype(float)
-            q25, median, q75 = (values.quantile([0.25, 0.5, 0.75]).tolist() if len(values)
-                                else [math.nan] * 3)
+            q25, median, q75 = (
+                values.quantile([0.25, 0.5, 0.75]).tolist() if len(values) else [math.nan] * 3
+            )
             row.update({f"{name}_median": median, f"{name}_q25": q25, f"{name}_q75": q75})
         row["entropy_floor"] = _floor(part["entropy_floor"])
         rows.append(row)

@@ -1,0 +1,426 @@
+"""The ``diffrnn`` command: ``run``, ``study``, ``results summary`` and ``figures``.
+
+Every bad input (a bad parameter, study file, path or option) prints one line
+``diffrnn: error: ...`` on stderr and exits with status 2, never a traceback. A run that
+diverges is a result, not an error: it exits 0 with status ``diverged``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from .config import ConfigError, RunConfig, field_names, parse_assignment
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_RESULTS = "results"
+
+
+class UsageError(Exception):
+    """Bad command-line usage (argparse's complaints, made one line)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        raise UsageError(message)
+
+
+# -- progress lines on stderr --------------------------------------------------------------
+class ProgressLine:
+    """One status line on a stream: redrawn in place with \\r on a terminal; otherwise
+    printed as a new line every tenth of the way (logs and pipes stay readable)."""
+
+    def __init__(
+        self, stream: TextIO | None = None, enabled: bool = True, interval: float = 0.2
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        try:
+            self.tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.interval = interval
+        self.width = 0
+        self.last_draw = -math.inf
+        self.next_tenth = 0.0
+
+    def update(self, text: str, fraction: float, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            now = time.monotonic()
+            if not force and now - self.last_draw < self.interval:
+                return
+            self.last_draw = now
+            self.stream.write("\r" + text.ljust(self.width))
+            self.width = max(self.width, len(text))
+            self.stream.flush()
+        elif fraction >= self.next_tenth - 1e-12:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self.next_tenth = math.floor(fraction * 10 + 1e-9) / 10 + 0.1
+
+    def close(self) -> None:
+        if self.enabled and self.tty and self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.width = 0
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def _bar(fraction: float, width: int = 24) -> str:
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+# -- diffrnn run ---------------------------------------------------------------------------
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import store
+    from .run import check_run_args, run
+
+    values: dict = {}
+    for text in args.set or []:
+        name, value = parse_assignment(text)
+        values[name] = value
+    config = RunConfig.from_dict(values)
+    check_run_args(args.task, args.cycles, args.seed)
+    out = None
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {args.out!r} is not a directory")
+        out.mkdir(parents=True, exist_ok=True)
+
+    line = ProgressLine(enabled=not args.quiet)
+
+    def progress(done: int, cycles: int, neurons: int, loss: float, seconds: float) -> None:
+        rate = done / seconds if seconds > 0 else 0.0
+        text = f"cycle {done:,}/{cycles:,}  N {neurons}  loss {loss:.3f}  {rate:,.0f} cycles/s"
+        line.update(text, done / cycles, force=done >= cycles)
+
+    try:
+        result = run(config, args.task, args.cycles, args.seed, progress=progress)
+    finally:
+        line.close()
+
+    stored = False
+    if out is not None:
+        if result.run_id in store.stored_run_ids(out, store.ADHOC_STUDY):
+            print(
+                f"diffrnn: note: run {result.run_id} is already stored in {out}; not stored again",
+                file=sys.stderr,
+            )
+        else:
+            store.write_batch(out, store.ADHOC_STUDY, [(store.DEFAULT_CONDITION, result)])
+            stored = True
+
+    if args.json:
+        summary = {k: _json_safe(v) for k, v in result.summary().items()}
+        summary["out"] = str(out) if out is not None else None
+        summary["stored"] = stored
+        print(json.dumps(summary))
+    else:
+        floor = (
+            "" if result.entropy_floor is None else f" (entropy floor {result.entropy_floor:.3f})"
+        )
+        print(
+            f"run {result.run_id}: {result.status}  final loss {result.final_loss:.3f}"
+            f"{floor}  N {result.final_neurons}  {result.cycles_done:,} cycles in "
+            f"{result.wall_seconds:.2f} s ({result.cycles_per_second:,.0f} cycles/s)"
+        )
+        if result.message:
+            print(f"  {result.message}")
+        if stored:
+            print(f"stored in {out}/{{runs,traces,events}}/study={store.ADHOC_STUDY}/")
+    return EXIT_OK
+
+
+# -- diffrnn study -------------------------------------------------------------------------
+def _calibration_text(rates: dict) -> str:
+    parts = [
+        f"{seconds * 1e6:.1f} us/cycle at N={n} ({dtype}, seq_len {seq_len})"
+        for (dtype, seq_len, n), seconds in sorted(rates.items())
+    ]
+    return "; ".join(parts)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from . import scheduler
+
+    study = scheduler.load_study(args.file)
+    shape = (
+        f"{len(study.conditions)} condition{'s' * (len(study.conditions) != 1)} x "
+        f"{study.grid_points} grid point{'s' * (study.grid_points != 1)} x "
+        f"{len(study.seeds)} seed{'s' * (len(study.seeds) != 1)}"
+    )
+    if args.dry_run:
+        plan = scheduler.plan_study(
+            study, args.out, jobs=args.jobs, backend=args.backend, scheduler=args.scheduler
+        )
+        print(f"study {study.name} ({args.file}): {len(study.specs)} runs = {shape}")
+        print(f"already stored in {args.out}: {plan.stored}; to run: {len(plan.todo)}")
+        if plan.todo:
+            print(
+                f"estimated time: {format_duration(plan.estimated_seconds)} on "
+                f"{plan.workers} worker{'s' * (plan.workers != 1)} ({args.backend}); "
+                f"estimated from short fixed-size runs timed on this machine at each "
+                f"expected N: {_calibration_text(plan.rates)}"
+            )
+        return EXIT_OK
+
+    line = ProgressLine(enabled=not args.quiet)
+    started = time.perf_counter()
+    announced = False
+
+    def progress(state: scheduler.StudyProgress) -> None:
+        nonlocal announced
+        if not announced and not args.quiet:
+            announced = True
+            print(
+                f"study {study.name}: {len(study.specs)} runs ({shape}); "
+                f"{state.skipped} already stored, {state.total} to run on "
+                f"{state.workers} worker{'s' * (state.workers != 1)} ({args.backend})",
+                file=sys.stderr,
+            )
+        if state.total == 0:
+            return
+        fraction = state.done / state.total
+        text = (
+            f"{_bar(fraction)} {state.done}/{state.total} runs  failed {state.failed}  "
+            f"{state.runs_per_minute:.1f} runs/min  "
+            f"{format_duration(state.remaining)} left"
+        )
+        line.update(text, fraction, force=state.done in (0, state.total))
+
+    try:
+        report = scheduler.run_study(
+            study,
+            args.out,
+            jobs=args.jobs,
+            backend=args.backend,
+            scheduler=args.scheduler,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
+    except (ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a worker died, the cluster went away, the disk is full
+        line.close()
+        text = " ".join(str(error).split()) or type(error).__name__
+        print(
+            f"diffrnn: error: study {study.name} stopped: {type(error).__name__}: {text}; "
+            f"finished runs are stored in {args.out}, run the same command again to "
+            "resume",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    finally:
+        line.close()
+    ok = report.done - report.diverged - report.errors
+    print(
+        f"study {study.name}: {report.total} runs, {report.skipped} already stored, "
+        f"{report.done} run ({ok} ok, {report.diverged} diverged, {report.errors} error) "
+        f"in {format_duration(time.perf_counter() - started)}; results in {args.out}"
+    )
+    if not args.quiet:
+        _print_summary(args.out, ["condition"], study.name)
+    return EXIT_OK
+
+
+# -- diffrnn results -----------------------------------------------------------------------
+def _print_summary(results: str, by: list[str], study: str | None) -> bool:
+    import pandas as pd
+
+    from . import store
+
+    table = store.summary(results, by=by, study=study)
+    if table.empty:
+        return False
+    with pd.option_context("display.width", 200, "display.max_columns", 100):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return True
+
+
+def cmd_results_summary(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    if not results.is_dir():
+        raise ConfigError(f"results directory {args.results!r} does not exist")
+    by = [b.strip() for b in args.by.split(",") if b.strip()]
+    if not _print_summary(args.results, by, args.study):
+        where = f" for study {args.study!r}" if args.study else ""
+        print(f"no runs stored in {args.results}{where}")
+    return EXIT_OK
+
+
+# -- diffrnn figures -----------------------------------------------------------------------
+def cmd_figures(args: argparse.Namespace) -> int:
+    if not Path(args.results).is_dir():
+        raise ConfigError(f"results directory {args.results!r} does not exist")
+    try:
+        from engine.plots import cli_figures
+    except ModuleNotFoundError as error:
+        if error.name not in ("engine.plots", "matplotlib"):
+            raise
+        print(f"diffrnn: error: figures are not available: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    code = cli_figures(args)
+    return EXIT_OK if code is None else int(code)
+
+
+# -- the parser and main -------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: allowed [1, inf)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(
+        prog="diffrnn",
+        description="Recurrent networks with differentiable "
+        "structure (Miconi 2016): single runs, studies and their results.",
+    )
+    parser.add_argument("--version", action="version", version=f"diffrnn {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("run", help="train one network")
+    p.add_argument(
+        "--task",
+        default="hard",
+        help="easy, hard, easy-hard-easy, hard-easy, file:PATH or a schedule "
+        "task@cycle,task@cycle (default hard)",
+    )
+    p.add_argument("--cycles", type=int, default=300_000, help="default 300000")
+    p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a config field (repeatable): " + ", ".join(field_names()),
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="store the run in DIR/{runs,traces,events} (study 'adhoc')"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser("study", help="run a study file's grid of runs")
+    p.add_argument("file", metavar="FILE", help="a TOML study file (see studies/)")
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="workers (default: all cores; dask: the cluster's threads)",
+    )
+    p.add_argument(
+        "--out",
+        default=DEFAULT_RESULTS,
+        metavar="RESULTS",
+        help=f"results directory (default {DEFAULT_RESULTS})",
+    )
+    p.add_argument("--backend", default="loky", choices=("loky", "threading", "dask"))
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler address, e.g. tcp://host:8786 (with --backend dask)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="runs per batch (default: automatic, about 5 s of work each)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the number of runs, how many are stored, and a time estimate",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_study)
+
+    p = commands.add_parser("results", help="query a results directory")
+    sub = p.add_subparsers(dest="results_command", metavar="ACTION", required=True)
+    s = sub.add_parser("summary", help="median and IQR of final N and loss per group")
+    s.add_argument("results", metavar="RESULTS")
+    s.add_argument(
+        "--by",
+        default="condition",
+        metavar="COL[,COL]",
+        help="runs columns to group by (default condition)",
+    )
+    s.add_argument("--study", default=None, help="only this study")
+    s.set_defaults(func=cmd_results_summary)
+
+    p = commands.add_parser("figures", help="draw a study's figures")
+    p.add_argument("results", metavar="RESULTS")
+    p.add_argument("--study", required=True)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_figures)
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``diffrnn`` console script; returns the exit status."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except (UsageError, ConfigError) as error:
+        print(f"diffrnn: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
+        name = f"{error.filename}: " if error.filename else ""
+        print(f"diffrnn: error: {name}{error.strerror or _one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("diffrnn: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exit_:  # --help, --version
+        return exit_.code if isinstance(exit_.code, int) else EXIT_OK
+    except Exception as error:
+        if os.environ.get("DIFFRNN_TRACEBACK"):
+            raise
+        print(
+            f"diffrnn: internal error: {type(error).__name__}: {_one_line(error)} "
+            "(set DIFFRNN_TRACEBACK=1 to see the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,808 @@
+"""Studies: TOML files expanded into runs, fanned out with joblib, stored as they finish.
+
+A study file (``studies/*.toml``) names a task, a cycle count, seeds, base parameters, a grid
+(cartesian product of lists) and optional named conditions; every condition is crossed with
+every grid point and every seed. Everything is validated before any run starts.
+
+Fan-out: runs are grouped into batches of one to five seconds of estimated work, largest
+first (dispatch and storage cost per batch, some milliseconds, is then about 1% of the
+runs' time or less, progress moves every few seconds, and the small batches at the end
+keep workers from idling while the last ones finish). Batches go to joblib (``loky`` processes by
+default, ``threading`` since the kernels release the GIL, or ``dask`` on an existing
+cluster); each finished batch comes back to this process, which alone writes the store.
+Kernels are compiled (or loaded from Numba's cache) here before any worker starts, so
+workers only read the cache.
+
+Each run depends only on its config, task, cycles and seed, so the results are the same
+whatever the backend, the number of workers or the batching.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .config import ConfigError, RunConfig, check_field, field_names
+from .run import ENGINE_VERSION, MAX_CYCLES, RunResult, check_run_args, run, run_id, warm_up
+from .state import EVENT_DTYPE, TRACE_DTYPE
+from .tasks import entropy_floor, parse_task, read_text_file
+
+TOP_KEYS = ("name", "description", "task", "cycles", "seeds", "params", "grid", "conditions")
+RUN_KEYS = ("task", "cycles")  # besides config fields, what a condition or the grid may set
+DEFAULT_TASK = "hard"
+DEFAULT_CYCLES = 300_000
+MAX_SEED_COUNT = 1_000_000
+MAX_RUNS = 1_000_000
+BACKENDS = ("loky", "threading", "dask")
+MAX_BATCH_SECONDS = 5.0  # estimated work per batch: progress moves every few seconds
+MIN_BATCH_SECONDS = 1.0  # and dispatching a batch (~10-25 ms) stays near 1% of it
+BATCHES_PER_WORKER = 3  # at least this many batches per worker when the study is small
+# expected network size of a variable-size run, for time estimates only (REFERENCE.md's
+# published results: about 7 neurons on easy, 27-35 on hard)
+EXPECTED_NEURONS = {"easy": 8, "hard": 30}
+EXPECTED_NEURONS_OTHER = 30
+# starting loky worker processes and loading the kernel cache in them (measured: 0.5-1 s)
+WORKER_START_SECONDS = 1.0
+
+
+class StudyError(ConfigError):
+    """A bad study file; the message is one line naming the file and the key."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: everything that determines it, and its id."""
+
+    study: str
+    condition: str
+    task: str
+    cycles: int
+    seed: int
+    config: RunConfig
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    path: str
+    description: str
+    conditions: tuple[str, ...]
+    grid_points: int
+    seeds: tuple[int, ...]
+    specs: tuple[RunSpec, ...] = field(repr=False)
+
+
+# -- parsing and validation ----------------------------------------------------------------
+def load_study(path: str | os.PathLike) -> Study:
+    """Read, validate and expand a study file; raises StudyError (one line) if bad."""
+    where = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise StudyError(f"{where}: study file does not exist") from None
+    except IsADirectoryError:
+        raise StudyError(f"{where}: is a directory, not a study file") from None
+    except OSError as error:
+        raise StudyError(f"{where}: cannot be read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise StudyError(f"{where}: malformed TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise StudyError(f"{where}: malformed TOML: not UTF-8 ({error.reason})") from None
+    return parse_study(data, where)
+
+
+def _type_name(value: Any) -> str:
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
+
+
+def _fail(where: str, text: str) -> StudyError:
+    return StudyError(f"{where}: {text}")
+
+
+def _check_value(where: str, section: str, name: str, value: Any) -> None:
+    """Type and range of one value, alone (combinations are checked after expansion)."""
+    prefix = f"{section} " if section else ""
+    if name == "task":
+        if not isinstance(value, str):
+            raise _fail(
+                where,
+                f"{prefix}task = {value!r} has the wrong type: expected a "
+                "string such as hard, easy, easy-hard-easy or file:PATH",
+            )
+        try:
+            parse_task(value, 0)
+        except ConfigError as error:
+            raise _fail(where, f"{prefix}{error}") from None
+        return
+    if name == "cycles":
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CYCLES:
+            raise _fail(
+                where,
+                f"{prefix}cycles = {value!r} is out of range: an integer in [1, {MAX_CYCLES}]",
+            )
+        return
+    try:
+        check_field(RunConfig.__dataclass_fields__[name], value)
+    except ConfigError as error:
+        raise _fail(where, f"{prefix}{error}") from None
+
+
+def _check_names(where: str, section: str, table: dict, extra: tuple[str, ...] = ()) -> None:
+    allowed = field_names() + extra
+    for name in table:
+        if name not in allowed:
+            raise _fail(
+                where, f"{section} unknown parameter {name!r}: allowed are {', '.join(allowed)}"
+            )
+
+
+def _seeds(where: str, value: Any) -> tuple[int, ...]:
+    allowed = (
+        f"allowed a count in [1, {MAX_SEED_COUNT}] or a list of distinct integers in [0, 2**63)"
+    )
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= MAX_SEED_COUNT:
+            raise _fail(where, f"seeds = {value!r} is out of range: {allowed}")
+        return tuple(range(value))
+    if isinstance(value, list):
+        if not value:
+            raise _fail(where, f"seeds = [] is empty: {allowed}")
+        for seed in value:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+                raise _fail(where, f"seeds: {seed!r} is out of range: {allowed}")
+        if len(set(value)) != len(value):
+            raise _fail(where, f"seeds = {value!r} has duplicates: {allowed}")
+        return tuple(value)
+    raise _fail(where, f"seeds = {value!r} has the wrong type ({_type_name(value)}): {allowed}")
+
+
+def parse_study(data: dict[str, Any], where: str = "<study>") -> Study:
+    """Validate a parsed study table and expand it into run specs (see module docstring)."""
+    from . import store  # not at module level: workers import this module, not pandas
+
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _fail(where, f"unknown key {key!r}: allowed are {', '.join(TOP_KEYS)}")
+    if "name" not in data:
+        raise _fail(where, "missing key 'name': the study's name, e.g. name = \"demo\"")
+    name = data["name"]
+    try:
+        store.check_name(name)
+    except ConfigError as error:
+        raise _fail(where, f"name: {error}") from None
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise _fail(
+            where, f"description has the wrong type ({_type_name(description)}): expected a string"
+        )
+    task = data.get("task", DEFAULT_TASK)
+    _check_value(where, "", "task", task)
+    cycles = data.get("cycles", DEFAULT_CYCLES)
+    _check_value(where, "", "cycles", cycles)
+    seeds = _seeds(where, data.get("seeds", 1))
+
+    params = data.get("params", {})
+    if not isinstance(params, dict):
+        raise _fail(
+            where,
+            f"params has the wrong type ({_type_name(params)}): expected a "
+            "table [params] of run-config values",
+        )
+    _check_names(where, "[params]", params)
+    for key, value in params.items():
+        _check_value(where, "[params]", key, value)
+
+    grid = data.get("grid", {})
+    if not isinstance(grid, dict):
+        raise _fail(
+            where, f"grid has the wrong type ({_type_name(grid)}): expected a table [grid] of lists"
+        )
+    _check_names(where, "[grid]", grid, RUN_KEYS)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(
+                where,
+                f"[grid] {key} = {values!r} is not allowed: expected a non-empty list of values",
+            )
+        for value in values:
+            _check_value(where, "[grid]", key, value)
+        if len({(type(v), v) for v in values}) != len(values):
+            raise _fail(where, f"[grid] {key} = {values!r} has duplicate values")
+        if key in params:
+            raise _fail(where, f"[grid] {key} is also set in [params]: set it in one place")
+
+    raw_conditions = data.get("conditions", [{"name": store.DEFAULT_CONDITION}])
+    if not isinstance(raw_conditions, list) or not all(isinstance(c, dict) for c in raw_conditions):
+        raise _fail(where, "conditions has the wrong type: expected [[conditions]] tables")
+    if not raw_conditions:
+        raise _fail(where, "conditions is empty: give at least one [[conditions]] or none")
+    conditions: list[tuple[str, dict]] = []
+    for index, table in enumerate(raw_conditions, 1):
+        if "name" not in table:
+            raise _fail(where, f"[[conditions]] number {index} has no name")
+        cname = table["name"]
+        try:
+            store.check_name(cname, "condition name")
+        except ConfigError as error:
+            raise _fail(where, f"[[conditions]] {error}") from None
+        if cname in (c for c, _ in conditions):
+            raise _fail(where, f"[[conditions]] name {cname!r} is used twice")
+        section = f"[[conditions]] {cname!r}:"
+        overrides = {k: v for k, v in table.items() if k != "name"}
+        _check_names(where, section, overrides, RUN_KEYS)
+        for key, value in overrides.items():
+            _check_value(where, section, key, value)
+            if key in grid:
+                raise _fail(
+                    where,
+                    f"{section} {key} is also in [grid]: a key may be set by "
+                    "the grid or by conditions, not both",
+                )
+        conditions.append((cname, overrides))
+
+    keys = list(grid)
+    points = list(itertools.product(*(grid[k] for k in keys)))
+    total = len(conditions) * len(points) * len(seeds)
+    if total > MAX_RUNS:
+        raise _fail(where, f"the study has {total} runs: allowed at most {MAX_RUNS}")
+
+    specs: list[RunSpec] = []
+    owner: dict[str, str] = {}
+    checked_tasks: set[tuple[str, int, int]] = set()
+    for cname, overrides in conditions:
+        for point in points:
+            assigned = dict(zip(keys, point, strict=True))
+            location = f"condition {cname!r}" + (
+                ", grid " + ", ".join(f"{k}={v!r}" for k, v in assigned.items()) if keys else ""
+            )
+            values = {**params, **overrides, **assigned}
+            run_task = values.pop("task", task)
+            run_cycles = values.pop("cycles", cycles)
+            try:
+                config = RunConfig.from_dict(values)
+            except ConfigError as error:
+                raise _fail(where, f"{location}: {error}") from None
+            _check_task(where, location, run_task, run_cycles, config, checked_tasks)
+            for seed in seeds:
+                rid = run_id(config, run_task, run_cycles, seed)
+                if rid in owner:
+                    raise _fail(
+                        where,
+                        f"{location}, seed {seed}: the same run as "
+                        f"{owner[rid]} (identical config, task, cycles and "
+                        "seed); make the conditions differ",
+                    )
+                owner[rid] = f"{location}, seed {seed}"
+                specs.append(RunSpec(name, cname, run_task, run_cycles, seed, config, rid))
+    return Study(
+        name=name,
+        path=where,
+        description=description,
+        conditions=tuple(c for c, _ in conditions),
+        grid_points=len(points),
+        seeds=seeds,
+        specs=tuple(specs),
+    )
+
+
+def _check_task(where, location, task, cycles, config, checked) -> None:
+    key = (task, cycles, config.seq_len)
+    if key in checked:
+        return
+    checked.add(key)
+    try:
+        check_run_args(task, cycles, 0)
+        for phase in parse_task(task, cycles):
+            if phase.task.startswith("file:"):
+                text = read_text_file(phase.task[5:])
+                if len(text) < config.seq_len + 2:
+                    raise ConfigError(
+                        f"task file {phase.task[5:]!r} has {len(text)} "
+                        f"characters: it needs at least seq_len + 2 = "
+                        f"{config.seq_len + 2}"
+                    )
+    except ConfigError as error:
+        raise _fail(where, f"{location}: {error}") from None
+
+
+# -- time estimates and batches ------------------------------------------------------------
+def expected_neurons(spec: RunSpec) -> int:
+    """N used to estimate a run's cost: hidden_size (fixed) or the paper's typical N."""
+    config = spec.config
+    if not config.variable:
+        return config.hidden_size
+    guess = EXPECTED_NEURONS.get(spec.task, EXPECTED_NEURONS_OTHER)
+    return max(config.hidden_size, min(guess, config.capacity - 1))
+
+
+def calibrate(specs: Sequence[RunSpec]) -> dict[tuple[str, int, int], float]:
+    """Seconds per cycle, measured here on short fixed-size runs at each expected N.
+
+    Kernels must be compiled already (``warm_up``). Costs well under a second in total.
+    """
+    keys = sorted({(s.config.dtype, s.config.seq_len, expected_neurons(s)) for s in specs})
+    rates = {}
+    for dtype, seq_len, neurons in keys:
+        config = RunConfig(
+            mode="fixed",
+            hidden_size=neurons,
+            capacity=max(neurons, 2),
+            dtype=dtype,
+            seq_len=seq_len,
+            log_every=10**6,
+        )
+        cycles = int(min(1000, max(20, 2e7 / ((neurons * neurons + 100) * seq_len))))
+        result = run(config, "hard", cycles, 0)
+        rates[(dtype, seq_len, neurons)] = result.train_seconds / max(1, result.cycles_done)
+    return rates
+
+
+def estimate_seconds(
+    specs: Sequence[RunSpec], rates: dict[tuple[str, int, int], float] | None = None
+) -> np.ndarray:
+    """Estimated compute seconds of each run (one core), from ``calibrate``'s rates."""
+    rates = calibrate(specs) if rates is None else rates
+    return np.array(
+        [s.cycles * rates[(s.config.dtype, s.config.seq_len, expected_neurons(s))] for s in specs],
+        dtype=float,
+    )
+
+
+def make_batches(
+    specs: Sequence[RunSpec],
+    costs: Sequence[float],
+    workers: int,
+    batch_size: int | None = None,
+) -> list[list[RunSpec]]:
+    """Consecutive runs grouped into batches, largest first (guided scheduling).
+
+    Each batch gets about 1/BATCHES_PER_WORKER of a worker's share of the work still to
+    batch, between MIN_BATCH_SECONDS (so that dispatch stays well under 1% of the batch)
+    and MAX_BATCH_SECONDS (so that progress moves); the shrinking batches at the end keep
+    workers from waiting long on the last one. A small study (under
+    MIN_BATCH_SECONDS * BATCHES_PER_WORKER per worker) still gets BATCHES_PER_WORKER
+    batches per worker. ``batch_size`` fixes the number of runs per batch instead.
+    """
+    specs = list(specs)
+    if batch_size is not None:
+        return [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
+    share = BATCHES_PER_WORKER * max(1, workers)
+    remaining = float(np.sum(costs))
+    floor = min(MIN_BATCH_SECONDS, remaining / share)
+    batches: list[list[RunSpec]] = []
+    current: list[RunSpec] = []
+    load = target = 0.0
+    for spec, cost in zip(specs, costs, strict=True):
+        if not current:
+            target = min(MAX_BATCH_SECONDS, max(floor, remaining / share))
+        current.append(spec)
+        load += cost
+        if load >= target * (1 - 1e-9):
+            batches.append(current)
+            remaining -= load
+            current, load = [], 0.0
+    if current:
+        batches.append(current)
+    return batches
+
+
+# -- the worker side -----------------------------------------------------------------------
+@dataclass
+class BatchOutcome:
+    """What a worker sends back for one batch."""
+
+    items: list[tuple[str, RunResult]]
+    pid: int
+    peak_rss_kb: int  # VmHWM of the worker process after the batch (0 if unknown)
+    rss_kb: int  # VmRSS after the batch
+    seconds: float  # wall time of the batch inside the worker
+
+
+def _memory_kb() -> tuple[int, int]:
+    """(peak, current) resident set size of this process, from /proc (Linux)."""
+    peak = current = 0
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    peak = int(line.split()[1])
+                elif line.startswith("VmRSS:"):
+                    current = int(line.split()[1])
+    except OSError:
+        pass
+    return peak, current
+
+
+def error_result(spec: RunSpec, message: str, wall_seconds: float = 0.0) -> RunResult:
+    """The stored form of a run that raised: status "error" and the message."""
+    try:
+        phases = parse_task(spec.task, spec.cycles)
+        floor = entropy_floor(phases[-1].task, spec.config)
+    except ConfigError:
+        floor = None
+    return RunResult(
+        run_id=spec.run_id,
+        config=spec.config,
+        task=spec.task,
+        seed=spec.seed,
+        cycles=spec.cycles,
+        cycles_done=0,
+        status="error",
+        message=message,
+        final_loss=math.nan,
+        final_neurons=0,
+        entropy_floor=floor,
+        wall_seconds=wall_seconds,
+        train_seconds=0.0,
+        traces=np.zeros(0, TRACE_DTYPE),
+        events=np.zeros(0, EVENT_DTYPE),
+    )
+
+
+def run_one(spec: RunSpec) -> RunResult:
+    """Run one spec; an exception becomes a result with status "error" (never raises)."""
+    started = time.perf_counter()
+    try:
+        return run(spec.config, spec.task, spec.cycles, spec.seed)
+    except Exception as error:  # noqa: BLE001 - stored, and the study goes on
+        text = " ".join(f"{type(error).__name__}: {error}".split())[:2000]
+        return error_result(spec, text, time.perf_counter() - started)
+
+
+_WATCHDOG: list[threading.Thread] = []
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker process started by the study process (loky), exit as soon as that
+    process is gone (killed with SIGKILL, for instance) instead of finishing batches whose
+    results nobody can store."""
+    if _WATCHDOG or os.getpid() == parent or os.getppid() != parent:
+        return  # the study process itself (threading, sequential), or a Dask worker
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="diffrnn-parent-watch", daemon=True)
+    thread.start()
+    _WATCHDOG.append(thread)
+
+
+def run_batch(specs: Sequence[RunSpec], parent: int | None = None) -> BatchOutcome:
+    """Worker entry point: run a batch of specs one after the other."""
+    started = time.perf_counter()
+    if parent is not None:
+        _exit_with_parent(parent)
+    items = [(spec.condition, run_one(spec)) for spec in specs]
+    peak, current = _memory_kb()
+    return BatchOutcome(items, os.getpid(), peak, current, time.perf_counter() - started)
+
+
+# -- the parent side -----------------------------------------------------------------------
+@dataclass
+class StudyProgress:
+    """Passed to the progress callback after the start and after every stored batch."""
+
+    total: int  # runs this invocation has to run (already stored ones excluded)
+    done: int = 0
+    diverged: int = 0
+    errors: int = 0
+    skipped: int = 0  # already stored before this invocation
+    elapsed: float = 0.0
+    remaining: float | None = None  # seconds, estimated
+    workers: int = 1
+
+    @property
+    def failed(self) -> int:
+        return self.diverged + self.errors
+
+    @property
+    def runs_per_minute(self) -> float:
+        return 60.0 * self.done / self.elapsed if self.elapsed > 0 and self.done else 0.0
+
+
+@dataclass
+class StudyReport:
+    study: str
+    results: str
+    total: int  # runs in the study
+    skipped: int  # already stored before this invocation
+    workers: int
+    backend: str
+    done: int = 0  # runs run (and stored) by this invocation
+    diverged: int = 0
+    errors: int = 0
+    batches: int = 0
+    seconds: float = 0.0  # wall time of the fan-out (after warm-up and calibration)
+    warm_up_seconds: float = 0.0  # warm-up, calibration, batching
+    worker_seconds: float = 0.0  # sum of batch times measured inside the workers
+    run_seconds: float = 0.0  # sum of the runs' own wall times
+    peak_rss_kb: dict[int, int] = field(default_factory=dict)  # worker pid -> VmHWM
+    rss_kb: dict[int, list[int]] = field(default_factory=dict)  # pid -> VmRSS per batch
+
+
+@dataclass
+class Plan:
+    study: Study
+    stored: int
+    todo: list[RunSpec]
+    workers: int
+    estimated_seconds: float  # wall time, todo runs spread over the workers
+    rates: dict[tuple[str, int, int], float]
+
+
+def _check_backend(backend: str, scheduler: str | None) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} is not allowed: one of {', '.join(BACKENDS)}")
+    if backend == "dask" and not scheduler:
+        raise ConfigError(
+            "--backend dask needs --scheduler ADDRESS (start a cluster with "
+            "`dask scheduler` and `dask worker ADDRESS`)"
+        )
+    if backend != "dask" and scheduler:
+        raise ConfigError("--scheduler is only used with --backend dask")
+
+
+def _workers(backend: str, jobs: int | None, client=None) -> int:
+    if backend == "dask":
+        return max(1, sum(client.ncores().values()))
+    if jobs is not None:
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ConfigError(f"jobs = {jobs!r} is out of range: allowed [1, inf)")
+        return jobs
+    return max(1, os.cpu_count() or 1)
+
+
+def _connect(scheduler: str):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ConfigError(
+            "--backend dask needs dask.distributed: pip install 'diffrnn[dask]'"
+        ) from None
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        parse_host_port(parse_address(scheduler)[1])
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"--scheduler {scheduler!r} is not an address: expected tcp://HOST:PORT ({error})"
+        ) from None
+    try:
+        return Client(scheduler, timeout=20, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise ConfigError(
+            f"cannot reach the Dask scheduler at {scheduler!r}: {' '.join(str(error).split())}"
+        ) from None
+
+
+def _warm_up_cluster(client, dtypes: tuple[str, ...]) -> None:
+    """Compile on one worker per host (the others then read that host's cache)."""
+    from distributed.comm import get_address_host
+
+    one_per_host: dict[str, str] = {}
+    for address in client.ncores():
+        one_per_host.setdefault(get_address_host(address), address)
+    try:
+        client.run(warm_up, dtypes, workers=list(one_per_host.values()))
+    except ModuleNotFoundError as error:
+        raise ConfigError(
+            f"Dask workers cannot import {error.name!r}: install diffrnn on "
+            "every worker machine (pip install -e . in the same environment)"
+        ) from None
+
+
+def _worker_ready() -> int:
+    return os.getpid()
+
+
+def _start_workers(workers: int) -> threading.Thread:
+    """Start the loky worker processes (they import this module, no kernel runs) while
+    this process compiles: joblib then reuses them for the fan-out."""
+
+    def start() -> None:
+        from joblib import Parallel, delayed
+
+        try:
+            Parallel(n_jobs=workers, backend="loky")(
+                delayed(_worker_ready)() for _ in range(workers)
+            )
+        except Exception:  # noqa: BLE001 - only a head start; the fan-out reports errors
+            pass
+
+    thread = threading.Thread(target=start, name="diffrnn-start-workers", daemon=True)
+    thread.start()
+    return thread
+
+
+def plan_study(
+    study: Study,
+    results: str | os.PathLike,
+    *,
+    jobs: int | None = None,
+    backend: str = "loky",
+    scheduler: str | None = None,
+) -> Plan:
+    """What ``run_study`` would do: runs stored, runs to do, estimated wall time.
+
+    The estimate times a short fixed-size run at each expected network size on this
+    machine (``calibrate``), so it says nothing about the speed of a remote cluster.
+    """
+    from . import store
+
+    _check_backend(backend, scheduler)
+    stored_ids = store.stored_run_ids(results, study.name)
+    todo = [s for s in study.specs if s.run_id not in stored_ids]
+    if backend == "dask":
+        client = _connect(scheduler)
+        try:
+            workers = _workers(backend, jobs, client)
+        finally:
+            client.close()
+    else:
+        workers = _workers(backend, jobs)
+    rates: dict = {}
+    seconds = 0.0
+    if todo:
+        warm_up(tuple(sorted({s.config.dtype for s in todo})))
+        rates = calibrate(todo)
+        costs = estimate_seconds(todo, rates)
+        batches = make_batches(todo, costs, workers)
+        # greedy list scheduling of the batches on the workers
+        loads = [0.0] * min(workers, len(batches))
+        index = 0
+        for batch in batches:
+            cost = float(np.sum(costs[index : index + len(batch)]))
+            index += len(batch)
+            loads[loads.index(min(loads))] += cost
+        seconds = max(loads) if loads else 0.0
+        if backend == "loky" and workers > 1:
+            seconds += WORKER_START_SECONDS
+    return Plan(study, len(study.specs) - len(todo), todo, workers, seconds, rates)
+
+
+ProgressCallback = Callable[[StudyProgress], None]
+
+
+def run_study(
+    study: Study,
+    results: str | os.PathLike,
+    *,
+    jobs: int | None = None,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    durable: bool = True,
+) -> StudyReport:
+    """Run every run of ``study`` not yet stored in ``results``, storing each batch as it
+    finishes. Safe to kill at any moment and to re-run (see ``engine.store``)."""
+    from joblib import Parallel, delayed, parallel_config
+
+    from . import store
+
+    _check_backend(backend, scheduler)
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ConfigError(f"batch_size = {batch_size!r} is out of range: allowed [1, inf)")
+    results = str(results)
+    with store.study_lock(results, study.name):
+        store.clean_study(results, study.name)
+        stored_ids = store.stored_run_ids(results, study.name)
+        todo = [s for s in study.specs if s.run_id not in stored_ids]
+        skipped = len(study.specs) - len(todo)
+        client = _connect(scheduler) if backend == "dask" else None
+        try:
+            workers = _workers(backend, jobs, client)
+            state = StudyProgress(total=len(todo), skipped=skipped, workers=workers)
+            report = StudyReport(
+                study=study.name,
+                results=results,
+                total=len(study.specs),
+                skipped=skipped,
+                workers=workers,
+                backend=backend,
+            )
+            if not todo:
+                if progress:
+                    progress(state)
+                return report
+            t0 = time.perf_counter()
+            started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            starting = _start_workers(workers) if backend == "loky" and workers > 1 else None
+            dtypes = tuple(sorted({s.config.dtype for s in todo}))
+            warm_up(dtypes)  # compile into the cache here, once, before any worker runs
+            if client is not None:
+                _warm_up_cluster(client, dtypes)
+            costs = estimate_seconds(todo)
+            batches = make_batches(todo, costs, workers, batch_size)
+            cost_of = dict(zip((s.run_id for s in todo), costs, strict=True))
+            total_cost = float(np.sum(costs))
+            if starting is not None:
+                starting.join()
+            report.warm_up_seconds = time.perf_counter() - t0
+            report.batches = len(batches)
+            state.remaining = total_cost / min(workers, len(batches))
+            if progress:
+                progress(state)
+
+            started = time.perf_counter()
+            done_cost = 0.0
+            config = (
+                dict(backend="dask", client=client) if client is not None else dict(backend=backend)
+            )
+            n_jobs = -1 if client is not None else workers
+            with parallel_config(**config):
+                parallel = Parallel(
+                    n_jobs=n_jobs,
+                    batch_size=1,
+                    pre_dispatch="2*n_jobs",
+                    return_as="generator_unordered",
+                )
+                for outcome in parallel(
+                    delayed(run_batch)(batch, os.getpid()) for batch in batches
+                ):
+                    store.write_batch(results, study.name, outcome.items, durable=durable)
+                    for _, result in outcome.items:
+                        state.done += 1
+                        state.diverged += result.status == "diverged"
+                        state.errors += result.status == "error"
+                        done_cost += cost_of[result.run_id]
+                        report.run_seconds += result.wall_seconds
+                    report.worker_seconds += outcome.seconds
+                    report.peak_rss_kb[outcome.pid] = max(
+                        outcome.peak_rss_kb, report.peak_rss_kb.get(outcome.pid, 0)
+                    )
+                    report.rss_kb.setdefault(outcome.pid, []).append(outcome.rss_kb)
+                    state.elapsed = time.perf_counter() - started
+                    left = total_cost - done_cost
+                    state.remaining = state.elapsed * left / done_cost if done_cost > 0 else None
+                    if progress:
+                        progress(state)
+            report.seconds = time.perf_counter() - started
+            report.done, report.diverged, report.errors = (state.done, state.diverged, state.errors)
+            store.write_session(
+                results,
+                study.name,
+                dict(
+                    started_at=started_at,
+                    wall_seconds=time.perf_counter() - t0,
+                    warm_up_seconds=report.warm_up_seconds,
+                    runs_done=report.done,
+                    runs_skipped=skipped,
+                    runs_total=len(study.specs),
+                    workers=workers,
+                    backend=backend,
+                    engine_version=ENGINE_VERSION,
+                ),
+            )
+            return report
+        finally:
+            if client is not None:
+                client.close()
