@@ -341,22 +341,42 @@ def _compact(net, keep, source, n):
     net.counters[N_ACTIVE] = new
 
 
+# Numba compiles a Generator method anew at every call site (seconds each); one small
+# kernel per kind of draw keeps the cold compile short. Same draws as calling rng directly.
+@kernel
+def _normal(rng, scale):
+    return rng.normal(0.0, scale)
+
+
+@kernel
+def _uniform(rng):
+    return rng.random()
+
+
+@kernel
+def _shuffle(rng, items):
+    """Fisher-Yates from uniform draws (Generator.shuffle alone takes ~4 s to compile)."""
+    for i in range(items.size - 1, 0, -1):
+        j = min(int(_uniform(rng) * (i + 1)), i)
+        items[i], items[j] = items[j], items[i]
+
+
 @kernel
 def _add_neuron(net, hp, rng, cycle, events, fill):
     """Append one neuron at index N: random connections, multiplier at threshold."""
     i = net.counters[N_ACTIVE]
     scale = hp.init_scale
     for v in range(hp.vocab):
-        net.Wxh[i, v] = rng.normal(0.0, scale)
+        net.Wxh[i, v] = _normal(rng, scale)
         net.mem_Wxh[i, v] = 0.0
     for r in range(i):  # new column: what the new neuron sends to the others
-        net.Whh[r, i] = rng.normal(0.0, scale)
+        net.Whh[r, i] = _normal(rng, scale)
         net.mem_Whh[r, i] = 0.0
     for c in range(i + 1):  # new row: what it receives, itself included
-        net.Whh[i, c] = rng.normal(0.0, scale)
+        net.Whh[i, c] = _normal(rng, scale)
         net.mem_Whh[i, c] = 0.0
     for v in range(hp.vocab):
-        net.Wiy[v, i] = rng.normal(0.0, scale)
+        net.Wiy[v, i] = _normal(rng, scale)
         net.mem_Wiy[v, i] = 0.0
     net.bh[i] = 0.0
     net.mem_bh[i] = 0.0
@@ -386,13 +406,13 @@ def _structure_step(net, s, hp, rng, cycle, events, fill):
             n_below += 1
     if n_below > hp.keep_below:
         candidates = below[:n_below]
-        rng.shuffle(candidates)
+        _shuffle(rng, candidates)
         keep = s.keep
         for i in range(n):
             keep[i] = True
         deleted = False
         for q in range(hp.keep_below, n_below):
-            if rng.random() < hp.delete_prob:
+            if _uniform(rng) < hp.delete_prob:
                 i = candidates[q]
                 keep[i] = False
                 deleted = True
@@ -402,8 +422,8 @@ def _structure_step(net, s, hp, rng, cycle, events, fill):
         if deleted:
             _compact(net, keep, s.order, n)
     if net.counters[N_ACTIVE] < hp.max_neurons:
-        add = n_below < hp.keep_below and rng.random() < hp.add_prob
-        if rng.random() < hp.spontaneous_add_prob:
+        add = n_below < hp.keep_below and _uniform(rng) < hp.add_prob
+        if _uniform(rng) < hp.spontaneous_add_prob:
             add = True
         if add:
             _add_neuron(net, hp, rng, cycle, events, fill)

@@ -129,12 +129,26 @@ def make_hyper(config: RunConfig, vocab: int) -> Hyper:
     )
 
 
+CACHE_LINE = 64
+
+
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    """Zeros starting on a cache line. NumPy only promises 16 bytes, and measured here
+    the buffers' start offsets changed the kernels' speed at N = 27-50 by up to 20% from
+    one process to the next."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.zeros(count * dtype.itemsize + CACHE_LINE, dtype=np.uint8)
+    skip = -raw.ctypes.data % CACHE_LINE
+    return raw[skip : skip + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
 def allocate_network(capacity: int, vocab: int, dtype: str | np.dtype) -> Network:
     """Zeroed buffers for ``capacity`` neurons (the caller initialises them)."""
     real = np.dtype(dtype)
 
     def zeros(*shape):
-        return np.zeros(shape, dtype=real)
+        return aligned_zeros(shape, real)
 
     return Network(
         zeros(capacity, vocab),
@@ -160,20 +174,20 @@ def allocate_network(capacity: int, vocab: int, dtype: str | np.dtype) -> Networ
 def allocate_scratch(capacity: int, vocab: int, seq_len: int, dtype: str | np.dtype) -> Scratch:
     real = np.dtype(dtype)
     return Scratch(
-        np.zeros((capacity, vocab), real),
-        np.zeros((vocab, capacity), real),
-        np.zeros((capacity, capacity), real),
-        np.zeros((vocab, capacity), real),
-        np.zeros(capacity, real),
-        np.zeros(vocab, real),
-        np.zeros(capacity, real),
-        np.zeros((seq_len + 1, capacity), real),
-        np.zeros((seq_len, vocab), real),
-        np.zeros((seq_len, capacity), real),
-        np.zeros(capacity, real),
-        np.zeros(capacity, real),
-        np.zeros(capacity, np.int64),
-        np.zeros(capacity, np.bool_),
+        aligned_zeros((capacity, vocab), real),
+        aligned_zeros((vocab, capacity), real),
+        aligned_zeros((capacity, capacity), real),
+        aligned_zeros((vocab, capacity), real),
+        aligned_zeros((capacity,), real),
+        aligned_zeros((vocab,), real),
+        aligned_zeros((capacity,), real),
+        aligned_zeros((seq_len + 1, capacity), real),
+        aligned_zeros((seq_len, vocab), real),
+        aligned_zeros((seq_len, capacity), real),
+        aligned_zeros((capacity,), real),
+        aligned_zeros((capacity,), real),
+        aligned_zeros((capacity,), np.int64),
+        aligned_zeros((capacity,), np.bool_),
     )
 
 
