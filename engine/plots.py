@@ -403,9 +403,12 @@ def draw_by_condition(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: s
             bbox_to_anchor=(1.0, 0.9) if len(infos[labels[-1]].phases) > 1 else None,
         )
         axes[1, -1].legend(loc="lower right", fontsize=8, framealpha=0.9)
+    # one line where there is room, two on a single column (else the title is cut off)
+    separator = ": " if columns > 1 else "\n"
     fig.suptitle(
-        f"{name}: smoothed loss and network size (median and inter-quartile range over seeds)",
-        fontsize=12,
+        f"{name}{separator}smoothed loss and network size "
+        "(median and inter-quartile range over seeds)",
+        fontsize=12 if columns > 1 else 10,
     )
     return fig
 

@@ -350,12 +350,13 @@ def calibrate(specs: Sequence[RunSpec]) -> dict[tuple[str, int, int], float]:
         config = RunConfig(
             mode="fixed",
             hidden_size=neurons,
-            capacity=max(neurons, 2),
+            capacity=max(neurons, RunConfig.capacity),  # the buffers' row stride matters
             dtype=dtype,
             seq_len=seq_len,
             log_every=10**6,
         )
-        cycles = int(min(1000, max(20, 2e7 / ((neurons * neurons + 100) * seq_len))))
+        cycles = int(min(2000, max(50, 8e7 / ((neurons * neurons + 100) * seq_len))))
+        run(config, "hard", 5, 0)  # first touch of the buffers is not part of the rate
         result = run(config, "hard", cycles, 0)
         rates[(dtype, seq_len, neurons)] = result.train_seconds / max(1, result.cycles_done)
     return rates
@@ -740,12 +741,13 @@ def run_study(
             warm_up(dtypes)  # compile into the cache here, once, before any worker runs
             if client is not None:
                 _warm_up_cluster(client, dtypes)
+            if starting is not None:
+                starting.join()  # before timing the calibration runs: workers starting
+                # up on the other core slowed them by up to 2x and the time left with them
             costs = estimate_seconds(todo)
             batches = make_batches(todo, costs, workers, batch_size)
             cost_of = dict(zip((s.run_id for s in todo), costs, strict=True))
             total_cost = float(np.sum(costs))
-            if starting is not None:
-                starting.join()
             report.warm_up_seconds = time.perf_counter() - t0
             report.batches = len(batches)
             state.remaining = total_cost / min(workers, len(batches))
