@@ -1,0 +1,28 @@
+"""README promises that must stay true: the config table and the CI test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from engine.config import field_specs
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_config_table_lists_every_field_with_its_default():
+    rows = {
+        match[1]: match[2]
+        for match in re.finditer(r"^\| `(\w+)` \|[^|]*\| `([^`]*)` \|", README, re.MULTILINE)
+    }
+    for spec in field_specs():
+        assert spec.name in rows, f"README's config table lacks {spec.name}"
+        assert rows[spec.name] == repr(spec.default), (spec.name, rows[spec.name])
+
+
+def test_ci_runs_the_readme_test_command():
+    blocks = re.findall(r"```sh\n(.*?)\n```", README, re.DOTALL)
+    test_command = next(line for block in blocks for line in block.splitlines() if "pytest" in line)
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert test_command in ci
