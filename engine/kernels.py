@@ -13,11 +13,19 @@ import math
 import numpy as np
 
 from .jit import inline_kernel, kernel
+from .state import (
+    BIRTH,
+    CYCLE,
+    DEATH,
+    N_ACTIVE,
+    NEXT_ID,
+    PHASE,
+    POSITION,
+    SMOOTHED,
+    WINDOW_CYCLES,
+    WINDOW_SUM,
+)
 
-# Network.counters / accum slots (kept in sync with engine.state)
-N_ACTIVE, NEXT_ID, CYCLE, POSITION, PHASE, WINDOW_CYCLES = range(6)
-SMOOTHED, WINDOW_SUM = range(2)
-BIRTH, DEATH = 0, 1
 # status returned by _train
 FINISHED, DIVERGED, BUFFER_FULL = 0, 1, 2
 
@@ -504,12 +512,6 @@ def _train(net, s, hp, task, rng, n_cycles, trace, events, fill):
         if fill[0] >= trace.size or fill[1] + capacity + 1 > events.size:
             return BUFFER_FULL
     return FINISHED
-
-
-@kernel
-def _gradients(net, s, hp, data, start):
-    """Public-to-tests entry: forward/backward of one cycle from the current state."""
-    return _forward_backward(net, s, hp, data, start)
 
 
 @kernel

@@ -1,4 +1,4 @@
-"""Central finite differences against ``engine.kernels._gradients`` for every parameter."""
+"""Central finite differences against ``engine.kernels._forward_backward`` for every parameter."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from naive import load, random_state
 
 from engine import RunConfig
-from engine.kernels import _gradients
+from engine.kernels import _forward_backward
 from engine.state import allocate_scratch, make_hyper
 
 VOCAB = 4
@@ -53,7 +53,7 @@ def _active(name, buf, n):
 @pytest.mark.parametrize("start", [0, 3])
 def test_gradients_match_finite_differences(mode, start):
     net, s, hp, data = _setup(mode, seed=11 + start)
-    loss = _gradients(net, s, hp, data, start)
+    loss = _forward_backward(net, s, hp, data, start)
     assert np.isfinite(loss) and loss > 0
     names = list(GRAD_OF) if mode == "variable" else [k for k in GRAD_OF if k != "multipliers"]
     # copied now: every loss evaluation below overwrites the gradient buffers
@@ -66,22 +66,22 @@ def test_gradients_match_finite_differences(mode, start):
         for idx in np.ndindex(params.shape):
             saved = params[idx]
             params[idx] = saved + eps
-            up = _gradients(net, s, hp, data, start)
+            up = _forward_backward(net, s, hp, data, start)
             params[idx] = saved - eps
-            down = _gradients(net, s, hp, data, start)
+            down = _forward_backward(net, s, hp, data, start)
             params[idx] = saved
             numeric[idx] = (up - down) / (2 * eps)
         # the gradients are O(1): central differences are good to ~1e-8 here
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=name)
         assert np.abs(analytic).max() > 1e-3, f"{name}: gradient suspiciously zero"
     # restoring every entry gives back the same loss and gradients, bit for bit
-    assert _gradients(net, s, hp, data, start) == loss
+    assert _forward_backward(net, s, hp, data, start) == loss
 
 
 def test_fixed_mode_has_no_multiplier_gradient():
     net, s, hp, data = _setup("fixed", seed=5)
     s.dmultipliers[:] = 123.0
-    _gradients(net, s, hp, data, 0)
+    _forward_backward(net, s, hp, data, 0)
     assert np.all(s.dmultipliers[:N] == 0.0)
 
 
@@ -89,10 +89,10 @@ def test_l1_term_is_added_at_every_step():
     a = 0.01
     net, s, hp, data = _setup("variable", seed=3)
     net.multipliers[1] = 0.0  # sign(0) = 0: no L1 push on an exactly zero multiplier
-    loss0 = _gradients(net, s, hp, data, 1)
+    loss0 = _forward_backward(net, s, hp, data, 1)
     plain = {k: _active(k, getattr(s, v), N).copy() for k, v in GRAD_OF.items()}
     hp_l1 = hp._replace(l1_strength=np.float64(a))
-    loss1 = _gradients(net, s, hp_l1, data, 1)
+    loss1 = _forward_backward(net, s, hp_l1, data, 1)
     assert loss1 == loss0  # the L1 term enters the gradient only, not the reported loss
     m = net.multipliers[:N]
     np.testing.assert_allclose(

@@ -11,7 +11,7 @@ from naive import delete, forward_backward, load, random_state
 import engine
 import engine.state
 from engine import RunConfig
-from engine.kernels import _add_neuron, _compact, _gradients, _structure_step
+from engine.kernels import _add_neuron, _compact, _forward_backward, _structure_step
 from engine.state import (
     BIRTH,
     DEATH,
@@ -85,7 +85,7 @@ def test_compact_equals_numpy_delete_and_computes_the_same(i):
     _compact_mask(net, np.arange(n) != i, capacity)
     smaller = delete(state, i)
     _assert_same(active_view(net), smaller)  # bitwise, memories included
-    loss = _gradients(net, s, hp, data, 0)
+    loss = _forward_backward(net, s, hp, data, 0)
     ref_loss, ref_grads, _ = forward_backward(smaller, data, 0, SEQ_LEN, True)
     assert abs(loss - ref_loss) <= 1e-12
     for k, g in _engine_grads(net, s, n - 1).items():
@@ -102,11 +102,11 @@ def test_deleting_a_disconnected_neuron_changes_nothing():
     state["Whh"][np.arange(n) != i, i] = 0.0  # what it sends to the others
     data = rng.integers(0, VOCAB, SEQ_LEN + 1).astype(np.int32)
     net = load(state, capacity)
-    loss = _gradients(net, s, hp, data, 0)
+    loss = _forward_backward(net, s, hp, data, 0)
     before = _engine_grads(net, s, n)
     assert np.any(state["Whh"][i] != 0.0)  # it still listens to the others
     _compact_mask(net, np.arange(n) != i, capacity)
-    after_loss = _gradients(net, s, hp, data, 0)
+    after_loss = _forward_backward(net, s, hp, data, 0)
     after = _engine_grads(net, s, n - 1)
     assert abs(after_loss - loss) <= 1e-12
     shrunk = delete(before, i)
