@@ -272,27 +272,28 @@ def _sum_outer_row(coeffs, i, rows, shift, out, steps, n):
         t += 1
 
 
+@inline_kernel
+def _adagrad_step(w, mem, g, j, hp):
+    """Clip g to [-grad_clip, grad_clip], then the Adagrad step on w[j] (memory mem[j])."""
+    g = min(max(g, -hp.grad_clip), hp.grad_clip)
+    acc = mem[j] + g * g
+    mem[j] = acc
+    w[j] -= hp.learning_rate * g / math.sqrt(acc + hp.adagrad_eps)
+
+
 @kernel
 def _adagrad_rows(w, mem, g, rows, cols, hp):
-    """Clip ``g`` to [-clip, clip], then Adagrad on the block ``[:rows, :cols]``."""
-    clip, lr, eps = hp.grad_clip, hp.learning_rate, hp.adagrad_eps
+    """Clip and Adagrad on the block ``[:rows, :cols]`` of a 2-D parameter."""
     for i in range(rows):
         wr, mr, gr = w[i], mem[i], g[i]
         for j in range(cols):
-            gij = min(max(gr[j], -clip), clip)
-            acc = mr[j] + gij * gij
-            mr[j] = acc
-            wr[j] -= lr * gij / math.sqrt(acc + eps)
+            _adagrad_step(wr, mr, gr[j], j, hp)
 
 
 @kernel
 def _adagrad_vector(w, mem, g, size, hp):
-    clip, lr, eps = hp.grad_clip, hp.learning_rate, hp.adagrad_eps
     for j in range(size):
-        gj = min(max(g[j], -clip), clip)
-        acc = mem[j] + gj * gj
-        mem[j] = acc
-        w[j] -= lr * gj / math.sqrt(acc + eps)
+        _adagrad_step(w, mem, g[j], j, hp)
 
 
 @kernel
