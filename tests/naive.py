@@ -16,6 +16,16 @@ from engine.state import N_ACTIVE, NEXT_ID, allocate_network
 
 PARAMS = ("Wxh", "Whh", "Wiy", "bh", "by", "multipliers")
 
+# each parameter's gradient buffer in engine.state.Scratch
+GRAD_OF = {
+    "Wxh": "dWxh",
+    "Whh": "dWhh",
+    "Wiy": "dWiy",
+    "bh": "dbh",
+    "by": "dby",
+    "multipliers": "dmultipliers",
+}
+
 
 def forward_backward(state, data, start, seq_len, variable, l1=0.0):
     """Loss of one window and the gradient of every parameter (no clip, no update)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from naive import load, random_state
+from naive import GRAD_OF, load, random_state
 
 from engine import RunConfig
 from engine.kernels import _forward_backward
@@ -14,14 +14,6 @@ VOCAB = 4
 N = 5
 SEQ_LEN = 7
 CAPACITY = 8
-GRAD_OF = {
-    "Wxh": "dWxh",
-    "Whh": "dWhh",
-    "Wiy": "dWiy",
-    "bh": "dbh",
-    "by": "dby",
-    "multipliers": "dmultipliers",
-}
 
 
 def _setup(mode, seed, l1=0.0):
