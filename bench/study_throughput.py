@@ -37,7 +37,8 @@ from pathlib import Path
 import numba
 
 from engine import scheduler, store
-from engine.run import ENGINE_VERSION, warm_up
+from engine.jit import ENGINE_VERSION
+from engine.run import warm_up
 
 HERE = Path(__file__).resolve().parent
 CYCLES = 20_000

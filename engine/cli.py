@@ -112,6 +112,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {args.out!r} is not a directory")
         out.mkdir(parents=True, exist_ok=True)
+        if not args.mix_builds:  # before the run: a run that could not be stored is lost
+            from .jit import build_info
+
+            store.check_build(out, store.ADHOC_STUDY, build_info())
 
     line = ProgressLine(enabled=not args.quiet)
 
@@ -148,7 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(
             f"run {result.run_id}: {result.status}  final loss {result.final_loss:.3f}"
             f"{floor}  N {result.final_neurons}  {result.cycles_done:,} cycles in "
-            f"{result.wall_seconds:.2f} s ({result.cycles_per_second:,.0f} cycles/s)"
+            f"{result.wall_seconds:.2f} s ({result.cycles_per_second:,.0f} cycles/s), "
+            f"compiled for {result.build['compile_target']}"
         )
         if result.message:
             print(f"  {result.message}")
@@ -181,6 +186,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         )
         print(f"study {study.name} ({args.file}): {len(study.specs)} runs = {shape}")
         print(f"already stored in {args.out}: {plan.stored}; to run: {len(plan.todo)}")
+        if plan.build_conflict and not args.mix_builds:
+            print(f"running it would stop: {plan.build_conflict}")
         if plan.todo:
             print(
                 f"estimated time: {format_duration(plan.estimated_seconds)} on "
@@ -223,6 +230,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             batch_size=args.batch_size,
             progress=progress,
+            mix_builds=args.mix_builds,
         )
     except (ConfigError, KeyboardInterrupt):
         raise
@@ -330,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="store the run in DIR/{runs,traces,events} (study 'adhoc')"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--mix-builds",
+        action="store_true",
+        help="store into --out even if its runs come from another build",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_run)
 
@@ -364,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print the number of runs, how many are stored, and a time estimate",
+    )
+    p.add_argument(
+        "--mix-builds",
+        action="store_true",
+        help="add runs to a study stored by another build (compile target or versions)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_study)

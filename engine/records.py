@@ -1,7 +1,8 @@
 """The fixed, versioned schema of everything a run stores (Parquet via pyarrow).
 
 Three datasets, one row type each:
-- ``runs``: one row per run: identity, every config field as its own column, outcome.
+- ``runs``: one row per run: identity, every config field as its own column, outcome, and
+  the build that made it (compile target, engine/numba/llvmlite/numpy versions).
 - ``traces``: one row per ``log_every`` cycles (``engine.state.TRACE_DTYPE`` + run_id).
 - ``events``: one row per neuron birth or death (``engine.state.EVENT_DTYPE`` + run_id).
 - ``sessions``: one row per ``diffrnn study`` invocation that ran something: its wall time.
@@ -18,7 +19,7 @@ import pyarrow as pa
 from .config import RunConfig
 from .state import EVENT_DTYPE, TRACE_DTYPE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the build columns (compile_target and package versions)
 
 
 def _arrow_type(kind) -> pa.DataType:
@@ -28,6 +29,11 @@ def _arrow_type(kind) -> pa.DataType:
 def _from_numpy(dtype: np.dtype) -> list[pa.Field]:
     return [pa.field(name, pa.from_numpy_dtype(dtype[name])) for name in dtype.names]
 
+
+# what, besides the config, can change a run's bits (engine.jit.build_info); engine_version
+# is the sixth. Null in rows stored before schema 2 (kernels compiled for the host CPU).
+BUILD_COLUMNS = ("compile_target", "numba_version", "llvmlite_version", "numpy_version")
+BUILD_FIELDS = [pa.field(name, pa.string()) for name in BUILD_COLUMNS]
 
 CONFIG_FIELDS = [
     pa.field(f.name, _arrow_type(f.metadata["kind"])) for f in dataclasses.fields(RunConfig)
@@ -54,7 +60,8 @@ RUNS_SCHEMA = pa.schema(
         pa.field("cycles_per_second", pa.float64()),
         pa.field("engine_version", pa.string()),
         pa.field("schema_version", pa.int32()),
-    ],
+    ]
+    + BUILD_FIELDS,
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
 TRACES_SCHEMA = pa.schema(

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import kernels as K
 from .config import ConfigError, RunConfig
+from .jit import build_info, check_target
 from .state import (
     BIRTH,
     CYCLE,
@@ -25,14 +26,17 @@ from .state import (
     SMOOTHED,
     TRACE_DTYPE,
     Network,
+    allocate_draws,
     allocate_scratch,
     init_network,
     make_hyper,
+    refill_draws,
 )
 from .tasks import TaskData, build_task_data, parse_task
 
-ENGINE_VERSION = "0.1.0"
-STREAMS = ("init", "data", "structure")  # one generator per purpose, in this spawn order
+# one generator per purpose, in this spawn order: initial weights, generated data, the
+# structure step's uniform draws, new neurons' weights
+STREAMS = ("init", "data", "structure", "new_weights")
 MAX_CYCLES = 10**9
 EVENT_BUFFER = 4096
 
@@ -57,6 +61,8 @@ class RunResult:
     traces: np.ndarray = field(repr=False)
     events: np.ndarray = field(repr=False)
     network: Network | None = field(default=None, repr=False)
+    # the build that ran it (engine.jit.build_info): compile target and versions
+    build: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def cycles_per_second(self) -> float:
@@ -75,6 +81,7 @@ class RunResult:
             "task": self.task,
             "seed": self.seed,
             "message": self.message,
+            "compile_target": self.build.get("compile_target"),
         }
 
 
@@ -132,6 +139,7 @@ def run(
     before any work starts.
     """
     started = time.perf_counter()
+    check_target()
     if not isinstance(config, RunConfig):
         raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
     check_run_args(task, cycles, seed)
@@ -157,24 +165,31 @@ def run(
     first["multiplier"] = net.multipliers[: config.hidden_size]
     events.append(first)
 
+    draws = allocate_draws(config.capacity, vocab)
+    if config.variable:
+        refill_draws(draws, rngs["structure"], rngs["new_weights"])
     task_tuple = _task_tuple(task_data)
     status = K.FINISHED
     train_seconds = 0.0
     while net.counters[CYCLE] < cycles:
-        todo = min(chunk, cycles - int(net.counters[CYCLE]))
+        end = min(int(net.counters[CYCLE]) + chunk, cycles)
         fill[:] = 0
         t0 = time.perf_counter()
-        status = K._train(
-            net,
-            scratch,
-            hyper,
-            task_tuple,
-            rngs["structure"],
-            todo,
-            trace_buffer,
-            event_buffer,
-            fill,
-        )
+        while True:
+            status = K._train(
+                net,
+                scratch,
+                hyper,
+                task_tuple,
+                draws,
+                end - int(net.counters[CYCLE]),
+                trace_buffer,
+                event_buffer,
+                fill,
+            )
+            if status != K.NEED_DRAWS:
+                break
+            refill_draws(draws, rngs["structure"], rngs["new_weights"])
         train_seconds += time.perf_counter() - t0
         traces.append(trace_buffer[: fill[0]].copy())
         events.append(event_buffer[: fill[1]].copy())
@@ -210,6 +225,7 @@ def run(
         traces=trace_array,
         events=np.concatenate(events),
         network=net if keep_network else None,
+        build=build_info(),
     )
 
 

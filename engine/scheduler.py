@@ -38,7 +38,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .config import ConfigError, RunConfig, check_field, field_names
-from .run import ENGINE_VERSION, MAX_CYCLES, RunResult, check_run_args, run, run_id, warm_up
+from .jit import ENGINE_VERSION, build_info
+from .run import MAX_CYCLES, RunResult, check_run_args, run, run_id, warm_up
 from .state import EVENT_DTYPE, TRACE_DTYPE
 from .tasks import entropy_floor, parse_task, read_text_file
 
@@ -555,6 +556,21 @@ class Plan:
     workers: int
     estimated_seconds: float  # wall time, todo runs spread over the workers
     rates: dict[tuple[str, int, int], float]
+    build_conflict: str = ""  # why running would stop: stored runs of another build
+
+
+def _check_worker_build(outcome: BatchOutcome, current: dict) -> None:
+    from . import store
+
+    for _, result in outcome.items:
+        build = result.build
+        if build and any(build.get(k) != current.get(k) for k in store.BUILD_KEYS):
+            raise store.StoreError(
+                f"a worker (pid {outcome.pid}) runs another build ({store.build_text(build)}) "
+                f"than this process ({store.build_text(current)}): its runs would not be "
+                "the same bits; give every worker the same packages and DIFFRNN_TARGET, or "
+                "pass --mix-builds"
+            )
 
 
 def _check_backend(backend: str, scheduler: str | None) -> None:
@@ -659,6 +675,12 @@ def plan_study(
     _check_backend(backend, scheduler)
     stored_ids = store.stored_run_ids(results, study.name)
     todo = [s for s in study.specs if s.run_id not in stored_ids]
+    conflict = ""
+    if todo:
+        try:
+            store.check_build(results, study.name, build_info())
+        except store.StoreError as error:
+            conflict = str(error)
     if backend == "dask":
         client = _connect(scheduler)
         try:
@@ -684,7 +706,7 @@ def plan_study(
         seconds = max(loads) if loads else 0.0
         if backend == "loky" and workers > 1:
             seconds += WORKER_START_SECONDS
-    return Plan(study, len(study.specs) - len(todo), todo, workers, seconds, rates)
+    return Plan(study, len(study.specs) - len(todo), todo, workers, seconds, rates, conflict)
 
 
 ProgressCallback = Callable[[StudyProgress], None]
@@ -700,9 +722,15 @@ def run_study(
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
     durable: bool = True,
+    mix_builds: bool = False,
 ) -> StudyReport:
     """Run every run of ``study`` not yet stored in ``results``, storing each batch as it
-    finishes. Safe to kill at any moment and to re-run (see ``engine.store``)."""
+    finishes. Safe to kill at any moment and to re-run (see ``engine.store``).
+
+    Every run records its build (compile target and package versions). A study whose
+    stored runs come from another build than this process's, or a worker that runs
+    another build (a Dask worker with other packages or ``DIFFRNN_TARGET``), stops with
+    ``StoreError`` before storing anything of it, unless ``mix_builds``."""
     from joblib import Parallel, delayed, parallel_config
 
     from . import store
@@ -718,6 +746,9 @@ def run_study(
         stored_ids = store.stored_run_ids(results, study.name)
         todo = [s for s in study.specs if s.run_id not in stored_ids]
         skipped = len(study.specs) - len(todo)
+        current = build_info()
+        if todo and not mix_builds:
+            store.check_build(results, study.name, current)
         client = _connect(scheduler) if backend == "dask" else None
         try:
             workers = _workers(backend, jobs, client)
@@ -770,6 +801,8 @@ def run_study(
                 for outcome in parallel(
                     delayed(run_batch)(batch, os.getpid()) for batch in batches
                 ):
+                    if not mix_builds:
+                        _check_worker_build(outcome, current)
                     store.write_batch(results, study.name, outcome.items, durable=durable)
                     for _, result in outcome.items:
                         state.done += 1

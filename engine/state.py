@@ -66,22 +66,76 @@ class Network(NamedTuple):
 
 
 class Scratch(NamedTuple):
-    """Work buffers of one cycle: gradients and the unrolled 40 steps."""
+    """Work buffers of one cycle: gradients and the unrolled ``seq_len`` steps.
+
+    Per-neuron rows are ``padded(capacity)`` wide, so that a loop over the active
+    neurons may run on to the next multiple of ``LANES`` (whole vectors, no scalar
+    remainder); what it computes there is never read.
+    """
 
     dWxh: np.ndarray
-    dWxh_by_input: np.ndarray  # (vocab, capacity): dWxh transposed while accumulating
+    dWxh_by_input: np.ndarray  # (vocab, width): dWxh transposed while accumulating
     dWhh: np.ndarray
     dWiy: np.ndarray
     dbh: np.ndarray
     dby: np.ndarray
     dmultipliers: np.ndarray
-    hs: np.ndarray  # (seq_len + 1, capacity): hs[0] is the carried state, hs[t+1] step t
-    probs: np.ndarray  # (seq_len, vocab)
-    dh_raw: np.ndarray  # (seq_len, capacity) gradient at the tanh input, per step
-    dh_next: np.ndarray  # (capacity,)
-    work: np.ndarray  # (capacity,)
+    hs: np.ndarray  # (seq_len + 1, width): hs[0] is the carried state, hs[t+1] step t
+    probs: np.ndarray  # (seq_len, vocab): logits, then probabilities, then output errors
+    probs_flat: np.ndarray  # the same memory as one (seq_len * vocab,) vector
+    totals: np.ndarray  # (seq_len,) softmax denominators
+    target_logits: np.ndarray  # (seq_len,) the logit of each step's next character
+    weighted_output: np.ndarray  # (vocab, width): Wiy * multipliers
+    post_grad: np.ndarray  # (seq_len, width): gradient at m * h, per step
+    dh_raw: np.ndarray  # (seq_len, width) gradient at the tanh input, per step
+    dh_next: np.ndarray  # (width,)
+    work: np.ndarray  # (width,)
     order: np.ndarray  # (capacity,) int64, structure step
     keep: np.ndarray  # (capacity,) bool, structure step
+
+
+LANES = 8  # float32 lanes of a 256-bit vector; a multiple of float64's 4
+
+
+def padded(n: int) -> int:
+    """``n`` rounded up to whole vectors."""
+    return -(-n // LANES) * LANES
+
+
+class Draws(NamedTuple):
+    """Random draws of the structure step, pre-drawn by the driver from the run's own
+    generators and consumed in order; the kernel stops for a refill when a cycle might
+    run out, so the values consumed are each generator's stream, whatever the refills."""
+
+    uniforms: np.ndarray  # float64 in [0, 1): shuffles, deletions, additions
+    normals: np.ndarray  # float64 N(0, 1): a new neuron's weights (times init_scale)
+    cursor: np.ndarray  # int64 (2,): next unused uniform, next unused normal
+
+
+def draws_pool_sizes(capacity: int, vocab: int) -> tuple[int, int]:
+    """Pool sizes: a few thousand cycles of draws, and at least one worst-case cycle."""
+    return 4096 + 2 * capacity + 2, 1024 + 2 * (vocab + capacity) + 1
+
+
+def allocate_draws(capacity: int, vocab: int) -> Draws:
+    """Empty pools (cursor at the end): the first ``refill_draws`` fills them."""
+    n_uniform, n_normal = draws_pool_sizes(capacity, vocab)
+    return Draws(np.zeros(n_uniform), np.zeros(n_normal), np.array([n_uniform, n_normal], np.int64))
+
+
+def refill_draws(
+    draws: Draws, uniform_rng: np.random.Generator, normal_rng: np.random.Generator
+) -> None:
+    """Move the unused draws to the front of each pool and draw the rest afresh."""
+    for k, pool, draw in (
+        (0, draws.uniforms, uniform_rng.random),
+        (1, draws.normals, normal_rng.standard_normal),
+    ):
+        used = int(draws.cursor[k])
+        if used:
+            pool[: pool.size - used] = pool[used:]
+            pool[pool.size - used :] = draw(used)
+        draws.cursor[k] = 0
 
 
 class Hyper(NamedTuple):
@@ -184,26 +238,31 @@ def allocate_network(capacity: int, vocab: int, dtype: str | np.dtype) -> Networ
 
 def allocate_scratch(capacity: int, vocab: int, seq_len: int, dtype: str | np.dtype) -> Scratch:
     real = np.dtype(dtype)
-    return Scratch(
-        *carve(
-            [
-                ((capacity, vocab), real),
-                ((vocab, capacity), real),
-                ((capacity, capacity), real),
-                ((vocab, capacity), real),
-                ((capacity,), real),
-                ((vocab,), real),
-                ((capacity,), real),
-                ((seq_len + 1, capacity), real),
-                ((seq_len, vocab), real),
-                ((seq_len, capacity), real),
-                ((capacity,), real),
-                ((capacity,), real),
-                ((capacity,), np.int64),
-                ((capacity,), np.bool_),
-            ]
-        )
+    width = padded(capacity)
+    arrays = carve(
+        [
+            ((capacity, vocab), real),
+            ((vocab, width), real),
+            ((capacity, capacity), real),
+            ((vocab, capacity), real),
+            ((width,), real),
+            ((vocab,), real),
+            ((width,), real),
+            ((seq_len + 1, width), real),
+            ((seq_len, vocab), real),
+            ((seq_len,), real),
+            ((seq_len,), real),
+            ((vocab, width), real),
+            ((seq_len, width), real),
+            ((seq_len, width), real),
+            ((width,), real),
+            ((width,), real),
+            ((capacity,), np.int64),
+            ((capacity,), np.bool_),
+        ]
     )
+    probs = arrays[8]
+    return Scratch(*arrays[:9], probs.reshape(-1), *arrays[9:])
 
 
 def init_network(config: RunConfig, vocab: int, rng: np.random.Generator) -> Network:

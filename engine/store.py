@@ -45,8 +45,16 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .config import ConfigError, field_names
-from .records import EVENTS_SCHEMA, RUNS_SCHEMA, SCHEMA_VERSION, SESSIONS_SCHEMA, TRACES_SCHEMA
-from .run import ENGINE_VERSION, RunResult
+from .jit import build_info
+from .records import (
+    BUILD_COLUMNS,
+    EVENTS_SCHEMA,
+    RUNS_SCHEMA,
+    SCHEMA_VERSION,
+    SESSIONS_SCHEMA,
+    TRACES_SCHEMA,
+)
+from .run import RunResult
 
 DATASETS = ("runs", "traces", "events")
 ADHOC_STUDY = "adhoc"
@@ -114,9 +122,11 @@ def runs_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
             entropy_floor=_float_or_none(result.entropy_floor),
             wall_seconds=float(result.wall_seconds),
             cycles_per_second=float(result.cycles_per_second),
-            engine_version=ENGINE_VERSION,
             schema_version=SCHEMA_VERSION,
         )
+        build = result.build or build_info()
+        row["engine_version"] = build["engine_version"]
+        row.update({name: build[name] for name in BUILD_COLUMNS})
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=RUNS_FILE_SCHEMA)
 
@@ -310,6 +320,45 @@ def stored_run_ids(results: str | os.PathLike, study: str) -> set[str]:
     root = Path(results)
     table = _read(root, "runs", part_files(root, "runs", study), ["run_id"], None)
     return set(table.column("run_id").to_pylist())
+
+
+BUILD_KEYS = ("compile_target", "engine_version", "numba_version", "llvmlite_version")
+BUILD_KEYS += ("numpy_version",)
+
+
+def build_text(build: dict) -> str:
+    """One line naming a build: its compile target and versions."""
+    target = build.get("compile_target") or "unknown (stored before schema 2: host CPU)"
+    return (
+        f"compile target {target}, engine {build.get('engine_version')}, "
+        f"numba {build.get('numba_version')}, llvmlite {build.get('llvmlite_version')}, "
+        f"numpy {build.get('numpy_version')}"
+    )
+
+
+def stored_builds(results: str | os.PathLike, study: str) -> list[dict]:
+    """The distinct builds (compile target and versions) of a study's stored runs."""
+    root = Path(results)
+    table = _read(root, "runs", part_files(root, "runs", study), list(BUILD_KEYS), None)
+    if table.num_rows == 0:
+        return []
+    frame = table.to_pandas().drop_duplicates()
+    return [
+        {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
+
+
+def check_build(results: str | os.PathLike, study: str, current: dict) -> None:
+    """Refuse to add runs of build ``current`` to a study stored by another build: its
+    runs would not be the same bits as the stored ones (``--mix-builds`` allows it)."""
+    for build in stored_builds(results, study):
+        if any(build.get(k) != current.get(k) for k in BUILD_KEYS):
+            raise StoreError(
+                f"{results}: study {study} has runs made by another build ({build_text(build)}) "
+                f"than this one ({build_text(current)}), so the same run would give other "
+                "bits; use a new results directory, or --mix-builds to add runs anyway"
+            )
 
 
 def clean_study(results: str | os.PathLike, study: str, *, min_age: float = 0.0) -> int:

@@ -136,9 +136,10 @@ def entropy_floor(task: str, config: RunConfig) -> float | None:
 
 
 @kernel
-def _fill_easy(rng, continue_prob, out):
-    """Groups '(ab...ab)': after each 'ab', another with probability continue_prob."""
+def _fill_easy(continues, out):
+    """Groups '(ab...ab)': after the k-th 'ab' of the stream, another one if continues[k]."""
     i = 0
+    k = 0
     n = out.size
     while i < n:
         out[i] = OPEN
@@ -149,7 +150,8 @@ def _fill_easy(rng, continue_prob, out):
             if i + 1 < n:
                 out[i + 1] = B
             i += 2
-            if rng.random() >= continue_prob:
+            k += 1
+            if not continues[k - 1]:
                 break
         if i < n:
             out[i] = CLOSE
@@ -157,12 +159,12 @@ def _fill_easy(rng, continue_prob, out):
 
 
 @kernel
-def _fill_hard(rng, group_len, out):
-    """Groups of a/b letters; each is the previous one reversed with one letter flipped."""
-    group = np.empty(group_len, dtype=np.int32)
-    for j in range(group_len):
-        group[j] = A if rng.random() < 0.5 else B
+def _fill_hard(first_group, flips, out):
+    """Groups of a/b letters; each is the previous one reversed with letter flips[g] flipped."""
+    group_len = first_group.size
+    group = first_group.copy()
     i = 0
+    g = 0
     n = out.size
     while i < n:
         out[i] = OPEN
@@ -179,8 +181,28 @@ def _fill_hard(rng, group_len, out):
             tmp = group[j]
             group[j] = group[group_len - 1 - j]
             group[group_len - 1 - j] = tmp
-        flip = rng.integers(0, group_len)
+        flip = flips[g]
+        g += 1
         group[flip] = B if group[flip] == A else A
+
+
+def generate_easy(rng: np.random.Generator, continue_prob: float, size: int) -> np.ndarray:
+    """``size`` characters of the easy task (codes OPEN, CLOSE, A, B)."""
+    out = np.empty(size, dtype=np.int32)
+    # one draw per 'ab': at most one per two characters, plus the last group's
+    continues = rng.random(size // 2 + 2) < continue_prob
+    _fill_easy(continues, out)
+    return out
+
+
+def generate_hard(rng: np.random.Generator, group_len: int, size: int) -> np.ndarray:
+    """``size`` characters of the hard task: a random first group, then one uniformly
+    chosen letter flipped per group."""
+    out = np.empty(size, dtype=np.int32)
+    first = np.where(rng.random(group_len) < 0.5, A, B).astype(np.int32)
+    flips = rng.integers(0, group_len, size // (group_len + 2) + 2)
+    _fill_hard(first, flips, out)
+    return out
 
 
 def build_task_data(
@@ -221,11 +243,10 @@ def build_task_data(
                 )
             streams.append(np.searchsorted(vocab_points, points).astype(np.int32))
             continue
-        raw = np.empty(need[name], dtype=np.int32)
         if name == "easy":
-            _fill_easy(rng, config.easy_continue_prob, raw)
+            raw = generate_easy(rng, config.easy_continue_prob, need[name])
         else:
-            _fill_hard(rng, config.group_len, raw)
+            raw = generate_hard(rng, config.group_len, need[name])
         streams.append(generated_codes[raw])
 
     lengths = np.array([s.size for s in streams], dtype=np.int64)

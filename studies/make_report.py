@@ -662,16 +662,26 @@ def wall_section(ctx) -> list[str]:
 
 
 def machine_section(all_runs: pd.DataFrame) -> list[str]:
+    import llvmlite.binding as llvm
     import numba
 
-    versions = sorted(set(all_runs["engine_version"].dropna())) if len(all_runs) else []
+    def distinct(column: str) -> str:
+        if not len(all_runs) or column not in all_runs:
+            return "—"
+        values = sorted(set(all_runs[column].dropna()))
+        unknown = " (and runs stored before schema 2)" if all_runs[column].isna().any() else ""
+        return (", ".join(f"`{v}`" for v in values) or "—") + unknown
+
     return [
         "## Machine and software",
         "",
-        f"- {os.cpu_count()} CPU cores, {platform.machine()}, {platform.system()}",
+        f"- {os.cpu_count()} CPU cores, {platform.machine()} (LLVM host CPU "
+        f"`{llvm.get_host_cpu_name()}`), {platform.system()}",
         f"- Python {platform.python_version()}, NumPy {np.__version__}, "
         f"Numba {numba.__version__}, pandas {pd.__version__}",
-        f"- engine version(s) in the store: {', '.join(versions) or '—'}",
+        f"- engine version(s) in the store: {distinct('engine_version')}; compile "
+        f"target(s): {distinct('compile_target')} (the same bits on any x86-64 machine "
+        "with AVX2 and FMA: README, *Same seed, same bits*)",
         "",
     ]
 

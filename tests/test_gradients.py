@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from entry import forward_backward as _forward_backward
 from naive import GRAD_OF, load, random_state
 
 from engine import RunConfig
-from engine.kernels import _forward_backward
 from engine.state import allocate_scratch, make_hyper
 
 VOCAB = 4
@@ -16,16 +16,16 @@ SEQ_LEN = 7
 CAPACITY = 8
 
 
-def _setup(mode, seed, l1=0.0):
+def _setup(mode, seed, l1=0.0, vocab=VOCAB):
     rng = np.random.default_rng(seed)
     config = RunConfig(mode=mode, capacity=CAPACITY, seq_len=SEQ_LEN, l1_strength=l1)
-    state = random_state(N, VOCAB, rng, variable=mode == "variable", scale=0.3)
+    state = random_state(N, vocab, rng, variable=mode == "variable", scale=0.3)
     if mode == "variable":  # both signs, so that sign(m) matters below
         state["multipliers"] *= rng.choice([-1.0, 1.0], N)
     net = load(state, CAPACITY)
-    s = allocate_scratch(CAPACITY, VOCAB, SEQ_LEN, "float64")
-    hp = make_hyper(config, VOCAB)
-    data = rng.integers(0, VOCAB, SEQ_LEN + 4).astype(np.int32)
+    s = allocate_scratch(CAPACITY, vocab, SEQ_LEN, "float64")
+    hp = make_hyper(config, vocab)
+    data = rng.integers(0, vocab, SEQ_LEN + 4).astype(np.int32)
     return net, s, hp, data
 
 
@@ -41,10 +41,22 @@ def _active(name, buf, n):
     return buf[:n]
 
 
-@pytest.mark.parametrize("mode", ["variable", "fixed"])
-@pytest.mark.parametrize("start", [0, 3])
-def test_gradients_match_finite_differences(mode, start):
-    net, s, hp, data = _setup(mode, seed=11 + start)
+@pytest.mark.parametrize(
+    ("mode", "start", "vocab"),
+    [
+        ("variable", 0, 4),
+        ("variable", 3, 4),
+        ("fixed", 0, 4),
+        ("fixed", 3, 4),
+        # vocabularies whose size is not a multiple of the unrolling and vector widths
+        ("variable", 1, 3),
+        ("variable", 2, 5),
+        ("fixed", 1, 7),
+        ("variable", 0, 29),
+    ],
+)
+def test_gradients_match_finite_differences(mode, start, vocab):
+    net, s, hp, data = _setup(mode, seed=11 + start + 100 * vocab, vocab=vocab)
     loss = _forward_backward(net, s, hp, data, start)
     assert np.isfinite(loss) and loss > 0
     names = list(GRAD_OF) if mode == "variable" else [k for k in GRAD_OF if k != "multipliers"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from entry import draws_from, tanh_of
 from naive import PARAMS, cast, cycle, forward_backward, load, random_state
 
 from engine import RunConfig
-from engine.kernels import _one_cycle, _tanh
+from engine.kernels import _one_cycle
 from engine.state import EVENT_DTYPE, N_ACTIVE, active_view, allocate_scratch, make_hyper
 
 VOCAB = 4
@@ -17,15 +20,16 @@ COMPARED = PARAMS + tuple("mem_" + k for k in PARAMS) + ("hidden",)
 
 def _run_cycles(config, state, starts, data, dtype):
     """Engine cycles from ``state``; yields (loss, active view) after each."""
+    vocab = state["by"].size
     net = load(cast(state, dtype), config.capacity, dtype)
-    s = allocate_scratch(config.capacity, VOCAB, config.seq_len, dtype)
-    hp = make_hyper(config, VOCAB)
-    rng = np.random.default_rng(0)
+    s = allocate_scratch(config.capacity, vocab, config.seq_len, dtype)
+    hp = make_hyper(config, vocab)
+    draws = draws_from(np.random.default_rng(0), config.capacity)
     events = np.zeros(8, EVENT_DTYPE)
     fill = np.zeros(2, np.int64)
     n = state["bh"].size
     for c, start in enumerate(starts):
-        loss = _one_cycle(net, s, hp, data, start, rng, c + 1, events, fill, False)
+        loss = _one_cycle(net, s, hp, data, start, draws, c + 1, events, fill, False)
         assert net.counters[N_ACTIVE] == n
         yield loss, active_view(net), net
     assert fill[1] == 0  # no structure step, no event
@@ -47,11 +51,11 @@ def _naive_cycles(config, state, starts, data):
         yield loss, state
 
 
-def _case(mode, n, clip, seed):
+def _case(mode, n, clip, seed, vocab=VOCAB):
     rng = np.random.default_rng(seed)
     config = RunConfig(mode=mode, capacity=CAPACITY, grad_clip=clip, l1_strength=1e-3)
-    state = random_state(n, VOCAB, rng, variable=mode == "variable", scale=0.3)
-    data = rng.integers(0, VOCAB, 5 * config.seq_len).astype(np.int32)
+    state = random_state(n, vocab, rng, variable=mode == "variable", scale=0.3)
+    data = rng.integers(0, vocab, 5 * config.seq_len).astype(np.int32)
     starts = [0, 41, 17]
     return config, state, data, starts
 
@@ -89,6 +93,25 @@ def test_one_cycle_matches_naive_float64(mode, n, clip):
         assert np.array_equal(view["neuron_id"], state["neuron_id"])
 
 
+# the vocabulary of a real text: this project's README (letters, digits, punctuation)
+README_VOCAB = len(set((Path(__file__).resolve().parents[1] / "README.md").read_text()))
+
+
+@pytest.mark.parametrize("vocab", [3, 5, 7, README_VOCAB])
+@pytest.mark.parametrize(("mode", "n"), [("variable", 5), ("fixed", CAPACITY), ("variable", 1)])
+def test_one_cycle_matches_naive_at_other_vocabularies(mode, n, vocab):
+    """Vocabularies of any size: the unrolled and vectorised loops over outputs have
+    remainders that a vocabulary of 4 never takes."""
+    config, state, data, starts = _case(mode, n, 5.0, seed=31 * vocab + n, vocab=vocab)
+    engine = _run_cycles(config, state, starts, data, "float64")
+    naive = _naive_cycles(config, state, starts, data)
+    for (loss, view, _), (ref_loss, ref) in zip(engine, naive, strict=True):
+        assert abs(loss - ref_loss) <= 1e-10 * max(1.0, abs(ref_loss))
+        for k in COMPARED:
+            diff = np.max(np.abs(view[k] - ref[k]))
+            assert diff <= 1e-10, f"{k}: max abs diff {diff:.3g}"
+
+
 def test_small_clip_case_really_clips():
     """The clip=0.5 cases above exercise clipping (some gradient is beyond the clip)."""
     config, state, data, starts = _case("variable", 4, 0.5, seed=405)
@@ -110,6 +133,13 @@ def test_one_cycle_float32_close_to_float64_naive(mode, n):
             scale = max(1.0, np.max(np.abs(ref[k])))
             diff = np.max(np.abs(view[k] - ref[k]))
             assert diff <= 1e-4 * scale, f"{k}: max abs diff {diff:.3g}"
+
+
+def _tanh(x):
+    values = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    out = np.empty_like(values)
+    tanh_of(values, out)
+    return out if np.ndim(x) else out[0]
 
 
 def test_tanh_within_4_ulp_of_numpy():
@@ -139,7 +169,7 @@ def test_tanh_within_4_ulp_of_numpy():
             ],
         ]
     )
-    got = np.array([_tanh(x) for x in xs])
+    got = _tanh(xs)
     ref = np.tanh(xs)
     ulp = np.spacing(np.abs(ref))
     err = np.abs(got - ref) / ulp

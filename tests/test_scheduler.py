@@ -17,6 +17,7 @@ import pytest
 
 from engine import RunConfig, run, run_id, store
 from engine.cli import main
+from engine.jit import build_info
 from engine.scheduler import (
     StudyError,
     load_study,
@@ -503,3 +504,64 @@ def test_kill_9_mid_study_then_resume_equals_uninterrupted(tmp_path):
     assert not raw.duplicated(["run_id", "cycle"]).any() and len(raw) == 16 * 10
     assert len(pd.read_parquet(out / "runs")) == 16
     assert not list(runs_dir.glob(".*"))
+
+
+def _restamp_runs(results: Path, **build) -> None:
+    """Rewrite every stored runs file as if another build had made its runs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in sorted((results / "runs").rglob("part-*.parquet")):
+        table = pq.read_table(path, schema=store.RUNS_FILE_SCHEMA)
+        for name, value in build.items():
+            column = pa.array([value] * table.num_rows, type=pa.string())
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+        pq.write_table(table, path)
+
+
+def test_resume_with_another_build_stops_unless_mixing_is_asked(small_file, reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    runs = store.load_runs(out)
+    assert set(runs["compile_target"]) == {build_info()["compile_target"]}
+    assert set(runs["numba_version"]) == {build_info()["numba_version"]}
+    _restamp_runs(out, compile_target="host-znver4-0badc0de", numba_version="0.60.0")
+    text = small_file.read_text().replace("seeds = [0, 5]", "seeds = [0, 5, 6]")
+    bigger = load_study(_write(tmp_path, text))
+    with pytest.raises(store.StoreError) as caught:
+        run_study(bigger, out, jobs=1)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "compile target host-znver4-0badc0de" in message and "numba 0.60.0" in message
+    assert f"compile target {build_info()['compile_target']}" in message
+    assert "--mix-builds" in message
+    plan = plan_study(bigger, out)
+    assert "another build" in plan.build_conflict
+    assert len(store.load_runs(out)) == SMALL_RUNS  # nothing was run or stored
+    code = main(["study", str(tmp_path / "study.toml"), "--out", str(out), "-q"])
+    assert code == 2
+    report = run_study(bigger, out, jobs=1, mix_builds=True)
+    assert report.done == SMALL_RUNS // 2 and report.skipped == SMALL_RUNS
+    mixed = store.load_runs(out)
+    assert set(mixed["compile_target"]) == {"host-znver4-0badc0de", build_info()["compile_target"]}
+
+
+def test_a_store_of_schema_1_reads_with_null_builds(reference, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "old"
+    shutil.copytree(reference, out)
+    for path in sorted((out / "runs").rglob("part-*.parquet")):
+        table = pq.read_table(path)
+        old = table.drop_columns(
+            ["compile_target", "numba_version", "llvmlite_version", "numpy_version"]
+        )
+        pq.write_table(old.replace_schema_metadata({"schema_version": "1"}), path)
+    runs = store.load_runs(out)
+    assert len(runs) == SMALL_RUNS and runs["compile_target"].isna().all()
+    with pytest.raises(store.StoreError, match=r"unknown \(stored before schema 2"):
+        store.check_build(out, "small", build_info())

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine import RunConfig, run, store
-from engine.records import EVENTS_SCHEMA, RUNS_SCHEMA, TRACES_SCHEMA
+from engine.records import EVENTS_SCHEMA, RUNS_SCHEMA, SCHEMA_VERSION, TRACES_SCHEMA
 from engine.store import StoreError
 
 CYCLES = 2000
@@ -41,7 +41,7 @@ def test_layout_schema_and_pandas(tmp_path, items):
         files = _parts(tmp_path, dataset)
         assert [f.name for f in files] == [name]  # one file per dataset, one shared name
         assert pq.read_schema(files[0]).equals(schema, check_metadata=False)
-        assert pq.read_schema(files[0]).metadata[b"schema_version"] == b"1"
+        assert pq.read_schema(files[0]).metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
     # study is the partition key only, and pandas reads the datasets directly
     assert "study" not in store.RUNS_FILE_SCHEMA.names
     runs = pd.read_parquet(tmp_path / "runs")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from entry import add_neuron, compact, draws_from, structure_step
+from entry import forward_backward as engine_forward_backward
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from naive import GRAD_OF, delete, forward_backward, load, random_state
@@ -11,7 +13,6 @@ from naive import GRAD_OF, delete, forward_backward, load, random_state
 import engine
 import engine.state
 from engine import RunConfig
-from engine.kernels import _add_neuron, _compact, _forward_backward, _structure_step
 from engine.state import (
     BIRTH,
     DEATH,
@@ -53,7 +54,7 @@ def _compact_mask(net, keep_active, capacity):
     n = int(net.counters[N_ACTIVE])
     keep = np.ones(capacity, np.bool_)
     keep[:n] = keep_active
-    _compact(net, keep, np.zeros(capacity, np.int64), n)
+    compact(net, keep, np.zeros(capacity, np.int64), n)
 
 
 def _assert_same(view, model):
@@ -77,7 +78,7 @@ def test_compact_equals_numpy_delete_and_computes_the_same(i):
     _compact_mask(net, np.arange(n) != i, capacity)
     smaller = delete(state, i)
     _assert_same(active_view(net), smaller)  # bitwise, memories included
-    loss = _forward_backward(net, s, hp, data, 0)
+    loss = engine_forward_backward(net, s, hp, data, 0)
     ref_loss, ref_grads, _ = forward_backward(smaller, data, 0, SEQ_LEN, True)
     assert abs(loss - ref_loss) <= 1e-12
     for k, g in _engine_grads(net, s, n - 1).items():
@@ -94,11 +95,11 @@ def test_deleting_a_disconnected_neuron_changes_nothing():
     state["Whh"][np.arange(n) != i, i] = 0.0  # what it sends to the others
     data = rng.integers(0, VOCAB, SEQ_LEN + 1).astype(np.int32)
     net = load(state, capacity)
-    loss = _forward_backward(net, s, hp, data, 0)
+    loss = engine_forward_backward(net, s, hp, data, 0)
     before = _engine_grads(net, s, n)
     assert np.any(state["Whh"][i] != 0.0)  # it still listens to the others
     _compact_mask(net, np.arange(n) != i, capacity)
-    after_loss = _forward_backward(net, s, hp, data, 0)
+    after_loss = engine_forward_backward(net, s, hp, data, 0)
     after = _engine_grads(net, s, n - 1)
     assert abs(after_loss - loss) <= 1e-12
     shrunk = delete(before, i)
@@ -151,7 +152,7 @@ def test_random_add_delete_sequences_match_numpy(n0, ops, seed):
             if n >= CAP - 1:
                 continue
             next_id = int(net.counters[NEXT_ID])
-            _add_neuron(net, hp, rng, cycle, events, fill)
+            add_neuron(net, hp, draws_from(rng, CAP), cycle, events, fill)
             view = active_view(net)
             assert net.counters[N_ACTIVE] == n + 1
             new_id = int(view["neuron_id"][n])
@@ -204,7 +205,7 @@ def test_network_never_exceeds_capacity_minus_one():
     net = load(random_state(1, VOCAB, rng), capacity)
     sizes = []
     for cycle in range(1, 4 * capacity):
-        _structure_step(net, s, hp, rng, cycle, events, fill)
+        structure_step(net, s, hp, draws_from(rng, capacity), cycle, events, fill)
         sizes.append(int(net.counters[N_ACTIVE]))
     assert max(sizes) == capacity - 1
     assert sizes[-1] == capacity - 1
@@ -249,7 +250,7 @@ def test_deletion_keeps_exactly_k_below_threshold(k):
         state, below = _below_state(rng, n_above, n_below, BELOW_VALUES)
         net = load(state, capacity)
         fill[:] = 0
-        _structure_step(net, s, hp, rng, cycle, events, fill)
+        structure_step(net, s, hp, draws_from(rng, capacity), cycle, events, fill)
         view = active_view(net)
         assert net.counters[N_ACTIVE] == n_above + k
         is_below = np.abs(view["multipliers"]) <= config.deletion_threshold
@@ -289,7 +290,7 @@ def test_delete_probability_is_applied_per_candidate():
     for _ in range(trials):
         net = load(state, capacity)
         fill[:] = 0
-        _structure_step(net, s, hp, rng, 1, events, fill)
+        structure_step(net, s, hp, draws_from(rng, capacity), 1, events, fill)
         deleted.append(2 + n_below - int(net.counters[N_ACTIVE]))
     # 29 candidates (k = 1), each deleted with probability 0.25: mean 7.25, sd 0.17 here
     assert abs(np.mean(deleted) - 0.25 * (n_below - 1)) < 0.7
@@ -303,7 +304,7 @@ def test_multiplier_floor():
     state = random_state(7, VOCAB, np.random.default_rng(0))
     state["multipliers"] = np.array([-0.5, 0.0, 0.01, 0.0249, 0.025, 0.3, 1.0])
     net = load(state, capacity)
-    _structure_step(net, s, hp, np.random.default_rng(0), 1, events, fill)
+    structure_step(net, s, hp, draws_from(np.random.default_rng(0), capacity), 1, events, fill)
     m = config.min_multiplier
     assert np.array_equal(net.multipliers[:7], [m, m, m, m, m, 0.3, 1.0])
     assert fill[1] == 0 and net.counters[N_ACTIVE] == 7
@@ -318,13 +319,15 @@ def test_addition_only_without_reserve():
     state["birth_cycle"][:] = 0
     net = load(state, capacity)
     rng = np.random.default_rng(1)
-    _structure_step(net, s, hp, rng, 7, events, fill)  # all above threshold: one birth
+    structure_step(
+        net, s, hp, draws_from(rng, capacity), 7, events, fill
+    )  # all above threshold: one birth
     assert net.counters[N_ACTIVE] == 5 and fill[1] == 1
     e = events[0]
     assert (e["cycle"], e["neuron_id"], e["kind"], e["age"]) == (7, 4, BIRTH, 0)
     assert e["multiplier"] == config.deletion_threshold
     for cycle in range(8, 20):  # the newcomer sits at T_D: it is the reserve, no more births
-        _structure_step(net, s, hp, rng, cycle, events, fill)
+        structure_step(net, s, hp, draws_from(rng, capacity), cycle, events, fill)
     assert net.counters[N_ACTIVE] == 5 and fill[1] == 1
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from entry import draws_from
 
 import engine
 from engine import ConfigError, RunConfig
@@ -288,7 +289,8 @@ def _loop(task, cycles, config):
     fill = np.zeros(2, np.int64)
 
     def train(n):
-        return _train(net, s, hp, task_tuple, np.random.default_rng(2), n, trace, events, fill)
+        draws = draws_from(np.random.default_rng(2), config.capacity, td.vocab_size)
+        return _train(net, s, hp, task_tuple, draws, n, trace, events, fill)
 
     return td, net, s, hp, train, trace, fill
 
@@ -303,7 +305,7 @@ def _after_one_cycle(net, s, hp, data, start, zero_hidden):
         hp,
         data,
         start,
-        np.random.default_rng(0),
+        draws_from(np.random.default_rng(0), net.hidden.size, hp.vocab),
         0,
         np.zeros(4, EVENT_DTYPE),
         np.zeros(2, np.int64),

@@ -1,0 +1,61 @@
+"""Python-callable kernels for the tests.
+
+The engine's inner kernels are compiled without a Python wrapper (``engine.jit``), so the
+tests reach them through these thin kernels, compiled with the same policy. Also here: a
+pool of random draws built from a plain generator, for the structure step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.cycle import _forward_backward
+from engine.jit import kernel
+from engine.mathfn import _exp, _log, _tanh
+from engine.state import Draws, allocate_draws, refill_draws
+from engine.structure import _add_neuron, _compact, _structure_step
+
+
+@kernel
+def forward_backward(net, s, hp, data, start):
+    return _forward_backward(net, s, hp, data, start)
+
+
+@kernel
+def structure_step(net, s, hp, draws, cycle, events, fill):
+    _structure_step(net, s, hp, draws, cycle, events, fill)
+
+
+@kernel
+def add_neuron(net, hp, draws, cycle, events, fill):
+    _add_neuron(net, hp, draws, cycle, events, fill)
+
+
+@kernel
+def compact(net, keep, source, n):
+    _compact(net, keep, source, n)
+
+
+@kernel(exact=True)
+def tanh_of(xs, out):
+    for i in range(xs.size):
+        out[i] = _tanh(xs[i])
+
+
+@kernel(exact=True)
+def exp_of(xs, out):
+    for i in range(xs.size):
+        out[i] = _exp(xs[i])
+
+
+@kernel(exact=True)
+def log_of(xs, out):
+    for i in range(xs.size):
+        out[i] = _log(xs[i])
+
+
+def draws_from(rng: np.random.Generator, capacity: int, vocab: int = 4) -> Draws:
+    """Full pools of draws from ``rng`` (uniforms and normals from the same generator)."""
+    draws = allocate_draws(capacity, vocab)
+    refill_draws(draws, rng, rng)
+    return draws
