@@ -265,17 +265,9 @@ def _child_env(**extra: str) -> dict:
 
 def _child(args: list[str], env: dict, cwd: Path | None = None) -> dict:
     """Run this script with ``args`` in a fresh process; its last stdout line, as JSON."""
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"subprocess {' '.join(args)} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from children import run_child
+
+    return run_child(__file__, args, env, timeout=3600, cwd=cwd)
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,10 +26,11 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from children import run_child
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -125,16 +126,10 @@ def measure(rows: list[str]) -> list[dict]:
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
             env.pop("DIFFRNN_TARGET", None)
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", row],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-        if done.returncode != 0:
-            raise SystemExit(f"{row}: child failed:\n{done.stderr[-2000:]}")
-        found.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            try:
+                found.append(run_child(__file__, ["--child", row], env, timeout=900))
+            except RuntimeError as error:
+                raise SystemExit(f"{row}: {error}") from None
         print(f"  {row}: {found[-1]['compile_target']}", flush=True)
     return found
 
