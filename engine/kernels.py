@@ -15,7 +15,6 @@ import numpy as np
 
 from .cycle import _backward, _forward, _forward_backward, _update, _weight_gradients
 from .jit import internal_kernel, kernel
-from .mathfn import _tanh  # noqa: F401  (tests reach it here)
 from .state import (
     CYCLE,
     N_ACTIVE,
@@ -25,7 +24,7 @@ from .state import (
     WINDOW_CYCLES,
     WINDOW_SUM,
 )
-from .structure import _add_neuron, _compact, _structure_step  # noqa: F401
+from .structure import _structure_step
 
 # status returned by _train
 FINISHED, DIVERGED, BUFFER_FULL, NEED_DRAWS = 0, 1, 2, 3

@@ -564,7 +564,7 @@ def _check_worker_build(outcome: BatchOutcome, current: dict) -> None:
 
     for _, result in outcome.items:
         build = result.build
-        if build and any(build.get(k) != current.get(k) for k in store.BUILD_KEYS):
+        if build and not store.same_build(build, current):
             raise store.StoreError(
                 f"a worker (pid {outcome.pid}) runs another build ({store.build_text(build)}) "
                 f"than this process ({store.build_text(current)}): its runs would not be "

@@ -89,7 +89,6 @@ class Scratch(NamedTuple):
     post_grad: np.ndarray  # (seq_len, width): gradient at m * h, per step
     dh_raw: np.ndarray  # (seq_len, width) gradient at the tanh input, per step
     dh_next: np.ndarray  # (width,)
-    work: np.ndarray  # (width,)
     order: np.ndarray  # (capacity,) int64, structure step
     keep: np.ndarray  # (capacity,) bool, structure step
 
@@ -255,7 +254,6 @@ def allocate_scratch(capacity: int, vocab: int, seq_len: int, dtype: str | np.dt
             ((vocab, width), real),
             ((seq_len, width), real),
             ((seq_len, width), real),
-            ((width,), real),
             ((width,), real),
             ((capacity,), np.int64),
             ((capacity,), np.bool_),

@@ -322,8 +322,11 @@ def stored_run_ids(results: str | os.PathLike, study: str) -> set[str]:
     return set(table.column("run_id").to_pylist())
 
 
-BUILD_KEYS = ("compile_target", "engine_version", "numba_version", "llvmlite_version")
-BUILD_KEYS += ("numpy_version",)
+BUILD_KEYS = ("engine_version", *BUILD_COLUMNS)  # what names a build (engine.jit.build_info)
+
+
+def same_build(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in BUILD_KEYS)
 
 
 def build_text(build: dict) -> str:
@@ -344,8 +347,7 @@ def stored_builds(results: str | os.PathLike, study: str) -> list[dict]:
         return []
     frame = table.to_pandas().drop_duplicates()
     return [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        for row in frame.to_dict("records")
+        {k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")
     ]
 
 
@@ -353,7 +355,7 @@ def check_build(results: str | os.PathLike, study: str, current: dict) -> None:
     """Refuse to add runs of build ``current`` to a study stored by another build: its
     runs would not be the same bits as the stored ones (``--mix-builds`` allows it)."""
     for build in stored_builds(results, study):
-        if any(build.get(k) != current.get(k) for k in BUILD_KEYS):
+        if not same_build(build, current):
             raise StoreError(
                 f"{results}: study {study} has runs made by another build ({build_text(build)}) "
                 f"than this one ({build_text(current)}), so the same run would give other "
