@@ -1,4 +1,4 @@
-"""The ``diffrnn`` command: ``run``, ``study``, ``results summary`` and ``figures``.
+"""The ``diffrnn`` command: ``run``, ``study``, ``results summary|compact`` and ``figures``.
 
 Every bad input (a bad parameter, study file, path or option) prints one line
 ``diffrnn: error: ...`` on stderr and exits with status 2, never a traceback. A run that
@@ -8,6 +8,7 @@ diverges is a result, not an error: it exits 0 with status ``diverged``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -139,6 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             store.write_batch(out, store.ADHOC_STUDY, [(store.DEFAULT_CONDITION, result)])
             stored = True
+            # many single runs into one store: merge their files as a study does, unless
+            # another process holds the study (it merges them itself)
+            with contextlib.suppress(store.StoreError), store.study_lock(out, store.ADHOC_STUDY):
+                store.merge_small_files(out, store.ADHOC_STUDY)
 
     if args.json:
         summary = {k: _json_safe(v) for k, v in result.summary().items()}
@@ -282,6 +287,36 @@ def cmd_results_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_results_compact(args: argparse.Namespace) -> int:
+    from . import store
+
+    results = Path(args.results)
+    if not results.is_dir():
+        raise ConfigError(f"results directory {args.results!r} does not exist")
+    studies = store.stored_studies(results)
+    if args.study is not None:
+        store.check_name(args.study)
+        if args.study not in studies:
+            raise ConfigError(
+                f"--study {args.study!r} is not in {args.results}: stored studies are "
+                f"{', '.join(studies) or 'none'}"
+            )
+        studies = [args.study]
+    for name in studies:
+        report = store.compact_study(results, name)
+        before = sum(report.files_before.values())
+        after = sum(report.files_after.values())
+        size = sum(report.bytes_after.values()) / 1e6
+        cleaned = f", {report.cleaned} leftover files removed" if report.cleaned else ""
+        print(
+            f"study {name}: {report.rows.get('runs', 0):,} runs, {before} files -> {after} "
+            f"({size:.1f} MB) in {report.seconds:.2f} s{cleaned}"
+        )
+    if not studies:
+        print(f"no studies stored in {args.results}")
+    return EXIT_OK
+
+
 # -- diffrnn figures -----------------------------------------------------------------------
 def cmd_figures(args: argparse.Namespace) -> int:
     if not Path(args.results).is_dir():
@@ -398,6 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--study", default=None, help="only this study")
     s.set_defaults(func=cmd_results_summary)
+    s = sub.add_parser(
+        "compact",
+        help="rewrite each study's files into one per dataset (done when a study finishes; "
+        "for a store left by an interrupted study)",
+    )
+    s.add_argument("results", metavar="RESULTS")
+    s.add_argument("--study", default=None, help="only this study (default every study)")
+    s.set_defaults(func=cmd_results_compact)
 
     p = commands.add_parser("figures", help="draw a study's figures")
     p.add_argument("results", metavar="RESULTS")

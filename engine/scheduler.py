@@ -546,6 +546,7 @@ class StudyReport:
     run_seconds: float = 0.0  # sum of the runs' own wall times
     peak_rss_kb: dict[int, int] = field(default_factory=dict)  # worker pid -> VmHWM
     rss_kb: dict[int, list[int]] = field(default_factory=dict)  # pid -> VmRSS per batch
+    compaction: Any = None  # store.CompactReport of the final compaction (None if stopped)
 
 
 @dataclass
@@ -762,6 +763,10 @@ def run_study(
                 backend=backend,
             )
             if not todo:
+                # a study stopped during its final compaction has nothing left to run
+                report.compaction = store.compact_study(
+                    results, study.name, durable=durable, take_lock=False
+                )
                 if progress:
                     progress(state)
                 return report
@@ -804,6 +809,9 @@ def run_study(
                     if not mix_builds:
                         _check_worker_build(outcome, current)
                     store.write_batch(results, study.name, outcome.items, durable=durable)
+                    # keep the number of files small while the study runs (few opens
+                    # for anyone reading the store meanwhile)
+                    store.merge_small_files(results, study.name, durable=durable)
                     for _, result in outcome.items:
                         state.done += 1
                         state.diverged += result.status == "diverged"
@@ -822,6 +830,10 @@ def run_study(
                         progress(state)
             report.seconds = time.perf_counter() - started
             report.done, report.diverged, report.errors = (state.done, state.diverged, state.errors)
+            # every run is stored: one file per dataset, sorted by run id, for fast queries
+            report.compaction = store.compact_study(
+                results, study.name, durable=durable, take_lock=False
+            )
             store.write_session(
                 results,
                 study.name,

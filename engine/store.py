@@ -2,24 +2,43 @@
 
 Layout (hive-partitioned by study, readable as is by ``pd.read_parquet`` and duckdb)::
 
-    RESULTS/runs/study=NAME/part-<batch>.parquet     one row per run (RUNS_SCHEMA)
-    RESULTS/traces/study=NAME/part-<batch>.parquet   log records (TRACES_SCHEMA)
-    RESULTS/events/study=NAME/part-<batch>.parquet   births and deaths (EVENTS_SCHEMA)
-    RESULTS/sessions/study=NAME/part-<time>.parquet  one row per invocation (SESSIONS_SCHEMA)
+    RESULTS/runs/study=NAME/*.parquet      one row per run (RUNS_SCHEMA)
+    RESULTS/traces/study=NAME/*.parquet    log records (TRACES_SCHEMA)
+    RESULTS/events/study=NAME/*.parquet    births and deaths (EVENTS_SCHEMA)
+    RESULTS/sessions/study=NAME/*.parquet  one row per invocation (SESSIONS_SCHEMA)
 
 The ``study`` column lives only in the directory name (the hive partition key), so files
-hold ``RUNS_SCHEMA`` without ``study``; every reader adds it back from the path. One batch
-of runs gives one file in each dataset, all three with the same ``part-<batch>`` name.
+hold ``RUNS_SCHEMA`` without ``study``; every reader adds it back from the path.
+
+Files: one batch of runs gives one ``part-<batch>.parquet`` in each dataset, all with the
+same name. Parquet is fast on few large files and slow on many small ones (about 1.5 ms
+per file opened), so parts are merged as a study goes (``merge_small_files``, after every
+batch: every MERGE_FANIN files of one level become one file of the next level,
+``merged-<level>-<name>.parquet``; a study of B batches keeps at most about
+MERGE_FANIN * log_MERGE_FANIN(B) files per dataset), and when it finishes every file of
+the study is rewritten into one file per dataset (``compact_study``; also
+``diffrnn results compact``), sorted by run id (then cycle, as written) in row groups
+small enough that a filter on run ids reads little more than the runs asked for.
 
 Crash safety:
 - a file is written under a temporary name beginning with ``.`` (pyarrow, pandas and the
   loaders below skip such names), flushed to disk, then renamed (``os.replace``, atomic);
 - a batch writes its traces and events files first and its runs file last: a run counts as
   stored only once its runs row exists. A kill in between leaves traces/events files
-  without a runs file (orphans); loaders ignore rows whose run is not in ``runs``, and
+  without a runs row (orphans); loaders ignore rows whose run is not in ``runs``, and
   ``clean_study`` (called when a study starts) deletes such files and stale temporaries;
 - ``stored_run_ids`` reads ``runs`` only, so a resumed study re-runs exactly the runs whose
-  runs row is missing. Loaders also drop duplicate rows defensively.
+  runs row is missing. Loaders also drop duplicate rows defensively;
+- a merge writes the merged file under a temporary name, then a small list of the files it
+  replaces (``.covers-<merged name>.json``, atomically), renames the merged file into
+  place, deletes the files it replaces, and last the list. Whenever the list exists beside
+  its merged file, the loaders leave the listed files out (so they never count a row
+  twice), and the next ``clean_study`` or merge of the study deletes them; a list without
+  its merged file (a kill before the rename) is deleted with the temporary. Only a reader
+  that ignores the list (a plain ``pd.read_parquet`` of the directory) can see rows twice,
+  and only between the rename and the deletions: milliseconds, or until the next start
+  after a kill in that window. A reader whose file is deleted under it by a merge (the
+  loaders retry, listing again) sees an error, never a partial result.
 
 Single runs of ``diffrnn run --out DIR`` go to the study ``adhoc`` (condition ``default``).
 """
@@ -27,6 +46,7 @@ Single runs of ``diffrnn run --out DIR`` go to the study ``adhoc`` (condition ``
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -34,6 +54,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +160,11 @@ def _records_table(
     columns = {
         "run_id": pa.array(np.repeat(np.asarray(run_ids, dtype=object), counts), type=pa.string())
     }
-    for field in schema:
-        if field.name == "run_id":
+    for column in schema:
+        if column.name == "run_id":
             continue
-        values = np.ascontiguousarray(merged[field.name]) if merged is not None else []
-        columns[field.name] = pa.array(values, type=field.type)
+        values = np.ascontiguousarray(merged[column.name]) if merged is not None else []
+        columns[column.name] = pa.array(values, type=column.type)
     return pa.Table.from_pydict(columns, schema=schema)
 
 
@@ -237,15 +258,40 @@ def write_session(results: str | os.PathLike, study: str, record: dict[str, Any]
 def load_sessions(results: str | os.PathLike, study: str | None = None) -> pd.DataFrame:
     """One row per ``diffrnn study`` invocation that ran runs: when, how long, how many."""
     root = Path(results)
-    table = _read(root, "sessions", part_files(root, "sessions", study), None, None)
+    table = _read(root, "sessions", study, None, None)
     frame = table.to_pandas()
     frame["study"] = frame["study"].astype(str)
     return frame.sort_values(["study", "started_at"], ignore_index=True)
 
 
 # -- discovery ------------------------------------------------------------------------------
+PART_PREFIX = "part-"  # one batch's file (level 0)
+MERGED_PREFIX = "merged-"  # merged-<level>-<time>-<uuid>.parquet
+COVERS_PREFIX = ".covers-"  # .covers-<merged file name>.json: what a merge replaces
+MERGE_FANIN = 16  # this many files of one level are merged into one of the next level
+COMPACT_LEVEL = 9  # the level of a study's fully compacted files (merges stop below it)
+# rows per row group of merged files: small enough that a filter on a few run ids reads
+# little more than their rows (16,384 trace rows = 164 runs of 100 records), large enough
+# that a full read is not slowed by per-group overhead
+ROW_GROUP_ROWS = {"runs": 65_536, "traces": 16_384, "events": 16_384}
+LIST_RETRIES = 5  # a merge may delete a listed file before it is read: list again
+
+
 def _is_part(path: Path) -> bool:
-    return path.name.startswith("part-") and path.name.endswith(".parquet") and path.is_file()
+    name = path.name
+    return (
+        name.startswith((PART_PREFIX, MERGED_PREFIX))
+        and name.endswith(".parquet")
+        and path.is_file()
+    )
+
+
+def file_level(path: Path | str) -> int:
+    """0 for a batch's part file, the merge level for a merged file."""
+    name = Path(path).name
+    if name.startswith(MERGED_PREFIX):
+        return int(name.split("-")[1])
+    return 0
 
 
 def _study_dirs(root: Path, dataset: str, study: str | Sequence[str] | None) -> list[Path]:
@@ -262,27 +308,70 @@ def _study_dirs(root: Path, dataset: str, study: str | Sequence[str] | None) -> 
     ]
 
 
+def _covers_path(merged: Path) -> Path:
+    return merged.parent / f"{COVERS_PREFIX}{merged.name}.json"
+
+
+def _unfinished_merges(directory: Path, names: set[str]) -> dict[str, list[str]]:
+    """{merged file name: names it replaces} for merges whose list is still on disk and
+    whose merged file is in place (the replaced files may or may not be gone yet)."""
+    out = {}
+    for name in names:
+        if not (name.startswith(COVERS_PREFIX) and name.endswith(".json")):
+            continue
+        merged = name[len(COVERS_PREFIX) : -len(".json")]
+        if merged not in names:
+            continue  # killed before the rename: the merge never happened
+        try:
+            covered = json.loads((directory / name).read_text())
+        except (OSError, ValueError):
+            continue  # deleted meanwhile (the merge finished), or unreadable
+        if isinstance(covered, list):
+            out[merged] = [str(c) for c in covered]
+    return out
+
+
+def _data_files(directory: Path) -> list[Path]:
+    """The files of one study's dataset that hold its rows, each row once: temporaries,
+    stray files and files already replaced by a merge left out; name order."""
+    try:
+        names = set(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    covered: set[str] = set()
+    if any(n.startswith(COVERS_PREFIX) for n in names):
+        for replaced in _unfinished_merges(directory, names).values():
+            covered.update(replaced)
+    return [
+        directory / n
+        for n in sorted(names - covered)
+        if n.startswith((PART_PREFIX, MERGED_PREFIX)) and n.endswith(".parquet")
+    ]
+
+
 def part_files(
     results: str | os.PathLike, dataset: str, study: str | Sequence[str] | None = None
 ) -> list[Path]:
-    """The stored files of a dataset (temporaries and stray files excluded), name order."""
+    """The stored files of a dataset (temporaries, stray files and files a merge has
+    replaced excluded), name order."""
     files = []
     for directory in _study_dirs(Path(results), dataset, study):
-        files.extend(sorted(p for p in directory.iterdir() if _is_part(p)))
+        files.extend(_data_files(directory))
     return files
 
 
 def _read(
     root: Path,
     dataset: str,
-    files: list[Path],
+    study: str | Sequence[str] | None,
     columns: list[str] | None,
     filter_expr: ds.Expression | None,
 ) -> pa.Table:
-    """Read part files with the fixed schema plus ``study`` from the path.
+    """Read a dataset's files with the fixed schema plus ``study`` from the path.
 
     A file that cannot be read (truncated by a disk failure, foreign) is skipped with a
-    warning instead of failing the whole load.
+    warning instead of failing the whole load. A file deleted while it is read (a merge
+    replaced it) makes the read start again from a new listing.
     """
     schema = _FILE_SCHEMAS[dataset]
     partitioning = ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive")
@@ -301,24 +390,35 @@ def _read(
         )
         return dataset_.to_table(columns=columns, filter=filter_expr)
 
-    if not files:
-        return empty
-    try:
-        return load(files)
-    except (pa.ArrowException, OSError):
+    for attempt in range(LIST_RETRIES + 1):
+        files = part_files(root, dataset, study)
+        if not files:
+            return empty
+        try:
+            return load(files)
+        except (pa.ArrowException, OSError):
+            if not all(p.exists() for p in files) and attempt < LIST_RETRIES:
+                continue  # a merge replaced some files: list again
         tables = []
+        gone = False
         for path in files:
             try:
                 tables.append(load([path]))
             except (pa.ArrowException, OSError) as error:
+                if not path.exists():
+                    gone = True
+                    break
                 warnings.warn(f"skipping unreadable results file {path}: {error}", stacklevel=3)
+        if gone and attempt < LIST_RETRIES:
+            continue
         return pa.concat_tables(tables) if tables else empty
+    raise StoreError(f"{root / dataset}: files kept changing while being read; try again")
 
 
 def stored_run_ids(results: str | os.PathLike, study: str) -> set[str]:
     """Ids of the runs stored for ``study`` (a run is stored once its runs row exists)."""
     root = Path(results)
-    table = _read(root, "runs", part_files(root, "runs", study), ["run_id"], None)
+    table = _read(root, "runs", study, ["run_id"], None)
     return set(table.column("run_id").to_pylist())
 
 
@@ -342,7 +442,7 @@ def build_text(build: dict) -> str:
 def stored_builds(results: str | os.PathLike, study: str) -> list[dict]:
     """The distinct builds (compile target and versions) of a study's stored runs."""
     root = Path(results)
-    table = _read(root, "runs", part_files(root, "runs", study), list(BUILD_KEYS), None)
+    table = _read(root, "runs", study, list(BUILD_KEYS), None)
     if table.num_rows == 0:
         return []
     frame = table.to_pandas().drop_duplicates()
@@ -363,32 +463,216 @@ def check_build(results: str | os.PathLike, study: str, current: dict) -> None:
             )
 
 
-def clean_study(results: str | os.PathLike, study: str, *, min_age: float = 0.0) -> int:
-    """Delete what a killed writer of ``study`` left: temporaries and orphan batches.
+def _remove(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
 
-    An orphan is a traces or events file whose batch has no runs file. Only call this
-    while no other process writes the same study (``study_lock`` makes sure of that).
-    Returns the number of files removed.
+
+def _finish_merges(directory: Path) -> int:
+    """Complete what killed merges left: delete the files a merged file in place replaces,
+    and every list of replaced files (also those of merges killed before the rename).
+    Returns the number of data files deleted."""
+    try:
+        names = set(os.listdir(directory))
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for replaced in _unfinished_merges(directory, names).values():
+        removed += sum(_remove(directory / name) for name in replaced)
+    if removed:
+        _fsync_dir(directory)
+    for name in names:
+        if name.startswith(COVERS_PREFIX) and name.endswith(".json"):
+            _remove(directory / name)
+    return removed
+
+
+def clean_study(results: str | os.PathLike, study: str, *, min_age: float = 0.0) -> int:
+    """Delete what a killed writer or merge of ``study`` left: temporaries, files that a
+    merged file already holds, and orphan batches.
+
+    An orphan is a traces or events part whose runs are not all stored (its batch was
+    killed before its runs file was written); a part whose batch has a runs part of the
+    same name is never one, the others are checked by their rows (their runs part may
+    have been merged). Only call this while no other process writes or merges the same
+    study (``study_lock`` makes sure of that). Returns the number of files removed.
     """
     check_name(study)
     root = Path(results)
     partition = f"{PARTITION}={study}"
-    runs_dir = root / "runs" / partition
-    stored = {p.name for p in runs_dir.iterdir() if _is_part(p)} if runs_dir.is_dir() else set()
     now = time.time()
+
+    def old_enough(path: Path) -> bool:
+        try:
+            return now - path.stat().st_mtime >= min_age
+        except FileNotFoundError:
+            return False
+
     removed = 0
     for dataset in DATASETS:
         directory = root / dataset / partition
         if not directory.is_dir():
             continue
+        removed += _finish_merges(directory)
         for path in directory.iterdir():
-            stale = path.name.startswith(".part-") and path.name.endswith(".tmp")
-            orphan = dataset != "runs" and _is_part(path) and path.name not in stored
-            if (stale or orphan) and now - path.stat().st_mtime >= min_age:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    removed += 1
+            if path.name.startswith(".") and path.name.endswith(".tmp") and old_enough(path):
+                removed += _remove(path)
+    runs_names = {p.name for p in _data_files(root / "runs" / partition)}
+    stored: set[str] | None = None
+    for dataset in ("traces", "events"):
+        for path in _data_files(root / dataset / partition):
+            if not path.name.startswith(PART_PREFIX) or path.name in runs_names:
+                continue
+            if stored is None:
+                stored = stored_run_ids(root, study)
+            try:
+                ids = pq.read_table(path, columns=["run_id"]).column("run_id").unique()
+            except (pa.ArrowException, OSError):
+                continue  # unreadable: the loaders skip it with a warning
+            if not set(ids.to_pylist()) <= stored and old_enough(path):
+                removed += _remove(path)
     return removed
+
+
+# -- merging and compaction -----------------------------------------------------------------
+def _merge(directory: Path, dataset: str, files: list[Path], level: int, durable: bool) -> Path:
+    """Rewrite ``files`` (one study's, one dataset's) as one file of ``level``, sorted by
+    run id, then delete them; safe against a kill at any point (module docstring)."""
+    schema = _FILE_SCHEMAS[dataset]
+    # the fixed schema: files of older schema versions get nulls for the newer columns
+    table = ds.dataset([str(p) for p in files], schema=schema, format="parquet").to_table()
+    # a stable sort, so that each run's rows keep their order (cycle, then event order)
+    table = table.take(pc.sort_indices(table, sort_keys=[("run_id", "ascending")]))
+    table = table.replace_schema_metadata(schema.metadata)
+    name = f"{MERGED_PREFIX}{level}-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
+    final = directory / name
+    temporary = directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    covers = _covers_path(final)
+    try:
+        with open(temporary, "wb") as handle:
+            pq.write_table(table, handle, row_group_size=ROW_GROUP_ROWS[dataset])
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        listing = json.dumps([p.name for p in files]).encode()
+        covers_temporary = directory / f".{covers.name}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(covers_temporary, "wb") as handle:
+            handle.write(listing)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(covers_temporary, covers)
+        os.replace(temporary, final)
+    except BaseException:
+        _remove(temporary)
+        if not final.exists():
+            _remove(covers)
+        raise
+    if durable:  # the merged file is on disk before any file it replaces goes
+        _fsync_dir(directory)
+    for path in files:
+        _remove(path)
+    if durable:
+        _fsync_dir(directory)
+    _remove(covers)
+    return final
+
+
+def merge_small_files(
+    results: str | os.PathLike, study: str, *, durable: bool = True, fanin: int = MERGE_FANIN
+) -> int:
+    """In each of the study's datasets, merge the files of a level that holds ``fanin`` or
+    more into one file of the next level, until no level does (cheap when none does: one
+    directory listing per dataset). Called after every batch, a level never holds more
+    than ``fanin`` files. Call it while holding ``study_lock``. Returns the number of
+    merges done."""
+    check_name(study)
+    if fanin < 2:
+        raise StoreError(f"fanin = {fanin!r} is out of range: allowed [2, inf)")
+    partition = f"{PARTITION}={study}"
+    merges = 0
+    for dataset in DATASETS:
+        directory = Path(results) / dataset / partition
+        while True:
+            levels: dict[int, list[Path]] = {}
+            for path in _data_files(directory):
+                levels.setdefault(file_level(path), []).append(path)
+            full = [
+                level
+                for level, files in sorted(levels.items())
+                if len(files) >= fanin and level < COMPACT_LEVEL - 1
+            ]
+            if not full:
+                break
+            _merge(directory, dataset, levels[full[0]], full[0] + 1, durable)
+            merges += 1
+    return merges
+
+
+@dataclass
+class CompactReport:
+    """What ``compact_study`` did, per dataset: files and bytes before and after."""
+
+    study: str
+    files_before: dict[str, int] = field(default_factory=dict)
+    files_after: dict[str, int] = field(default_factory=dict)
+    bytes_before: dict[str, int] = field(default_factory=dict)
+    bytes_after: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    cleaned: int = 0  # leftovers of killed writers removed first
+    seconds: float = 0.0
+
+
+def _size(paths: Iterable[Path]) -> int:
+    total = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
+
+
+def compact_study(
+    results: str | os.PathLike, study: str, *, durable: bool = True, take_lock: bool = True
+) -> CompactReport:
+    """Rewrite each dataset of ``study`` into one file, sorted by run id, in row groups
+    sized for filtered reads (``ROW_GROUP_ROWS``); first removes what killed writers left.
+
+    Safe against a kill at any point and against concurrent readers (module docstring);
+    a study resumed afterwards adds parts beside the compacted file as before. Holds the
+    study's lock unless ``take_lock=False`` (the caller holds it already). The rows of a
+    dataset are held in memory while it is rewritten.
+    """
+    check_name(study)
+    t0 = time.perf_counter()
+    lock = study_lock(results, study) if take_lock else contextlib.nullcontext()
+    report = CompactReport(study)
+    partition = f"{PARTITION}={study}"
+    with lock:
+        report.cleaned = clean_study(results, study)
+        for dataset in ("traces", "events", "runs"):  # runs last, as a batch is written
+            directory = Path(results) / dataset / partition
+            files = _data_files(directory)
+            report.files_before[dataset] = len(files)
+            report.bytes_before[dataset] = _size(files)
+            if len(files) > 1 or (files and file_level(files[0]) != COMPACT_LEVEL):
+                files = [_merge(directory, dataset, files, COMPACT_LEVEL, durable)]
+            report.files_after[dataset] = len(files)
+            report.bytes_after[dataset] = _size(files)
+            report.rows[dataset] = sum(pq.read_metadata(p).num_rows for p in files)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def stored_studies(results: str | os.PathLike) -> list[str]:
+    """Names of the studies with a directory in any dataset."""
+    names = set()
+    for dataset in DATASETS:
+        for directory in _study_dirs(Path(results), dataset, None):
+            names.add(directory.name.split("=", 1)[1])
+    return sorted(names)
 
 
 @contextlib.contextmanager
@@ -464,7 +748,7 @@ def load_runs(
             raise StoreError(f"unknown runs column {unknown[0]!r}")
         wanted = list(dict.fromkeys(["run_id", PARTITION, *columns]))
     expression = _filter_expression(condition, param_filters)
-    table = _read(root, "runs", part_files(root, "runs", study), wanted, expression)
+    table = _read(root, "runs", study, wanted, expression)
     frame = table.to_pandas()
     frame = frame[[c for c in RUN_COLUMNS if c in frame.columns]]
     frame = frame.drop_duplicates(subset=_KEYS["runs"], keep="first")
@@ -487,9 +771,7 @@ def _load_records(dataset: str, results, study, condition, run_columns, param_fi
     )
     studies = sorted(set(runs[PARTITION])) if len(runs) else []
     expression = pc.field("run_id").isin(sorted(set(runs["run_id"]))) if len(runs) else None
-    table = _read(
-        root, dataset, part_files(root, dataset, studies) if studies else [], None, expression
-    )
+    table = _read(root, dataset, studies, None, expression)
     frame = table.to_pandas()
     # orphans (traces of a run whose runs row was never written) fall out of the join
     frame = frame.drop_duplicates(subset=_KEYS[dataset], keep="first")

@@ -364,12 +364,12 @@ def test_resume_skips_stored_runs_and_plan_counts_them(small_file, reference, tm
     study = load_study(small_file)
     out = tmp_path / "copy"
     shutil.copytree(reference, out)
-    files = sorted(out.rglob("part-*.parquet"))
+    files = sorted(out.rglob("*.parquet"))
     plan = plan_study(study, out)
     assert plan.stored == SMALL_RUNS and plan.todo == [] and plan.estimated_seconds == 0
     report = run_study(study, out, jobs=2)
     assert report.done == 0 and report.skipped == SMALL_RUNS
-    assert sorted(out.rglob("part-*.parquet")) == files  # nothing run, no session recorded
+    assert sorted(out.rglob("*.parquet")) == files  # nothing run, no session recorded
     sessions = store.load_sessions(out)
     assert len(sessions) == 1 and sessions.loc[0, "study"] == "small"
     assert sessions.loc[0, "runs_done"] == SMALL_RUNS and sessions.loc[0, "runs_skipped"] == 0
@@ -511,7 +511,7 @@ def _restamp_runs(results: Path, **build) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for path in sorted((results / "runs").rglob("part-*.parquet")):
+    for path in sorted((results / "runs").rglob("*.parquet")):
         table = pq.read_table(path, schema=store.RUNS_FILE_SCHEMA)
         for name, value in build.items():
             column = pa.array([value] * table.num_rows, type=pa.string())
@@ -555,7 +555,7 @@ def test_a_store_of_schema_1_reads_with_null_builds(reference, tmp_path):
 
     out = tmp_path / "old"
     shutil.copytree(reference, out)
-    for path in sorted((out / "runs").rglob("part-*.parquet")):
+    for path in sorted((out / "runs").rglob("*.parquet")):
         table = pq.read_table(path)
         old = table.drop_columns(
             ["compile_target", "numba_version", "llvmlite_version", "numpy_version"]
