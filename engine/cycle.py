@@ -1,4 +1,4 @@
-"""One training cycle: forward, backprop through time, clip and Adagrad (compiled).
+"""One training cycle: forward, backprop through time, the update (compiled).
 
 What is inherently serial is kept as short as it can be: the forward chain is one
 mat-vec and one tanh per step, the backward chain one element-wise step and one
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 
-from .jit import internal_kernel, kernel
+from .jit import by_type, internal_kernel, kernel
 from .mathfn import _exp, _log, _tanh
-from .state import LANES, N_ACTIVE
+from .state import LANES, N_ACTIVE, Adagrad, ByMultiplier, ByOutgoing, RMSProp
 
 
 @internal_kernel
@@ -152,7 +152,7 @@ def _backward(net, s, hp, data, start):
         _add_matvec_transposed(Wiy, dy, row, vocab, n)
     for j in range(n):
         dm[j] = 0.0
-    if hp.variable:
+    if hp.learn_multipliers:
         # d loss / d m_j = sum_t post_t,j h_t,j, plus the L1 term at every step
         l1_per_cycle = steps * hp.l1_strength
         for t in range(steps):
@@ -313,13 +313,89 @@ def _adagrad_vector(w, mem, g, size, hp):
 
 
 @internal_kernel
-def _update(net, s, hp):
-    """Clip every gradient and apply Adagrad to every parameter."""
+def _adagrad_update(optimizer, net, s, hp):
+    """Clip every gradient and apply Adagrad to every parameter (the first method)."""
     n = net.counters[N_ACTIVE]
     _adagrad_rows(net.Wxh, net.mem_Wxh, s.dWxh, n, hp.vocab, hp)
     _adagrad_rows(net.Whh, net.mem_Whh, s.dWhh, n, n, hp)
     _adagrad_rows(net.Wiy, net.mem_Wiy, s.dWiy, hp.vocab, n, hp)
     _adagrad_vector(net.bh, net.mem_bh, s.dbh, n, hp)
     _adagrad_vector(net.by, net.mem_by, s.dby, hp.vocab, hp)
-    if hp.variable:
+    if hp.learn_multipliers:
         _adagrad_vector(net.multipliers, net.mem_multipliers, s.dmultipliers, n, hp)
+
+
+@kernel(inline=True)
+def _rmsprop_step(w, mem, g, j, hp, opt):
+    """Clip g (if grad_clip), the RMSProp step on w[j], clipped to +-step_clip."""
+    g = min(max(g, -hp.grad_clip), hp.grad_clip)
+    acc = mem[j] + opt.rate * (g * g - mem[j])
+    mem[j] = acc
+    step = -hp.learning_rate * g / math.sqrt(acc + opt.eps)
+    w[j] += min(max(step, -opt.step_clip), opt.step_clip)
+
+
+@internal_kernel
+def _rmsprop_rows(w, mem, g, rows, cols, hp, opt):
+    for i in range(rows):
+        wr, mr, gr = w[i], mem[i], g[i]
+        for j in range(cols):
+            _rmsprop_step(wr, mr, gr[j], j, hp, opt)
+
+
+@internal_kernel
+def _rmsprop_vector(w, mem, g, size, hp, opt):
+    for j in range(size):
+        _rmsprop_step(w, mem, g[j], j, hp, opt)
+
+
+@internal_kernel
+def _rmsprop_update(optimizer, net, s, hp):
+    """RMSProp with a clipped step on every parameter (the later method)."""
+    n = net.counters[N_ACTIVE]
+    _rmsprop_rows(net.Wxh, net.mem_Wxh, s.dWxh, n, hp.vocab, hp, optimizer)
+    _rmsprop_rows(net.Whh, net.mem_Whh, s.dWhh, n, n, hp, optimizer)
+    _rmsprop_rows(net.Wiy, net.mem_Wiy, s.dWiy, hp.vocab, n, hp, optimizer)
+    _rmsprop_vector(net.bh, net.mem_bh, s.dbh, n, hp, optimizer)
+    _rmsprop_vector(net.by, net.mem_by, s.dby, hp.vocab, hp, optimizer)
+    if hp.learn_multipliers:
+        _rmsprop_vector(net.multipliers, net.mem_multipliers, s.dmultipliers, n, hp, optimizer)
+
+
+# _update(hp.optimizer, net, s, hp): the run's optimizer, chosen when the loop is compiled
+_update = by_type("_update", {Adagrad: _adagrad_update, RMSProp: _rmsprop_update})
+
+
+@internal_kernel
+def _no_penalty(criterion, net, hp):
+    """The multiplier criterion's L1 term is in the multipliers' gradient (``_backward``)."""
+    return
+
+
+@kernel(inline=True)
+def _l1_step(w, a):
+    """w - a sign(w)."""
+    return w - a if w > 0 else (w + a if w < 0 else w)
+
+
+@internal_kernel
+def _penalise_outgoing(criterion, net, hp):
+    """w -= A sign(w) on the outgoing weights (Why and Whh), after the update."""
+    a = criterion.weight_penalty
+    if a == 0:
+        return
+    n = net.counters[N_ACTIVE]
+    for v in range(hp.vocab):
+        row = net.Wiy[v]
+        for j in range(n):
+            row[j] = _l1_step(row[j], a)
+    for i in range(n):
+        row = net.Whh[i]
+        for j in range(n):
+            row[j] = _l1_step(row[j], a)
+
+
+# _after_update(hp.criterion, net, hp): what the criterion does once the step is taken
+_after_update = by_type(
+    "_after_update", {ByMultiplier: _no_penalty, ByOutgoing: _penalise_outgoing}
+)

@@ -280,6 +280,39 @@ def internal_kernel(function):
     return kernel(function, internal=True)
 
 
+def by_type(name: str, implementations: dict[type, object]):
+    """A function for kernels, ``f(selector, *args)``, that calls
+    ``implementations[type(selector)](selector, *args)``.
+
+    ``selector`` is a NamedTuple (say the run's optimizer settings, ``Adagrad`` or
+    ``RMSProp``); the implementation is chosen by its class when the calling kernel is
+    compiled, not at run time, so a run compiles (and caches) only the implementations
+    its own method uses, and the others cost nothing. Implementations are kernels.
+    """
+    from numba.core import types
+    from numba.extending import overload
+
+    def function(selector, *args):
+        raise TypeError(f"{name} is called from compiled kernels only")
+
+    function.__name__ = function.__qualname__ = name
+
+    @overload(function, jit_options=dict(_POLICY))
+    def _choose(selector, *args):
+        if not isinstance(selector, types.BaseNamedTuple):
+            return None
+        target = implementations.get(selector.instance_class)
+        if target is None:
+            return None
+
+        def call(selector, *args):
+            return target(selector, *args)
+
+        return call
+
+    return function
+
+
 def build_info() -> dict[str, str]:
     """What can change a run's bits besides its config: recorded in every runs row."""
     check_target()

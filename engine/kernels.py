@@ -3,8 +3,10 @@
 Kernels only compute; they read and write the buffers of ``engine.state`` and allocate
 nothing. ``engine.run`` is the driver that validates, allocates and assembles. The order of
 operations is REFERENCE.md's: forward over ``seq_len`` steps, backprop through time,
-elementwise clip, Adagrad, multiplier floor, deletion, addition. The cycle itself is in
-``engine.cycle``, the structure step in ``engine.structure``.
+elementwise clip, Adagrad, multiplier floor, deletion, addition; under the outgoing
+criterion REFERENCE-LATER.md's: RMSProp with a clipped step, the L1 step on the outgoing
+weights, strengths, deletion, addition. The cycle itself is in ``engine.cycle``, the
+structure step in ``engine.structure``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 
 import numpy as np
 
-from .cycle import _backward, _forward, _forward_backward, _update, _weight_gradients
+from .cycle import _after_update, _backward, _forward, _forward_backward, _update, _weight_gradients
 from .jit import internal_kernel, kernel
 from .state import (
     CYCLE,
@@ -24,14 +26,14 @@ from .state import (
     WINDOW_CYCLES,
     WINDOW_SUM,
 )
-from .structure import _structure_step
+from .structure import _strengths, _structure_step
 
 # status returned by _train
 FINISHED, DIVERGED, BUFFER_FULL, NEED_DRAWS = 0, 1, 2, 3
 
 
 @internal_kernel
-def _record_trace(net, hp, trace, fill, cycle):
+def _record_trace(net, s, hp, trace, fill, cycle):
     n = net.counters[N_ACTIVE]
     rec = trace[fill[0]]
     rec.cycle = cycle
@@ -40,13 +42,14 @@ def _record_trace(net, hp, trace, fill, cycle):
     window = net.counters[WINDOW_CYCLES]
     rec.mean_loss = net.accum[WINDOW_SUM] / window if window > 0 else np.nan
     rec.neurons = n
+    _strengths(hp.criterion, net, s, hp)
     total = 0.0
     below = 0
     for i in range(n):
-        strength = abs(net.multipliers[i])
+        strength = s.strengths[i]
         total += strength
         below += strength <= hp.deletion_threshold
-    rec.multiplier_sum = total
+    rec.strength_sum = total
     rec.below_threshold = below
     rec.data_position = net.counters[POSITION]
     fill[0] += 1
@@ -99,15 +102,16 @@ def _train(net, s, hp, task, draws, n_cycles, trace, events, fill):
         net.counters[WINDOW_CYCLES] += 1
         if not math.isfinite(loss):
             net.counters[CYCLE] = c + 1
-            _record_trace(net, hp, trace, fill, c + 1)
+            _record_trace(net, s, hp, trace, fill, c + 1)
             return DIVERGED
-        _update(net, s, hp)
+        _update(hp.optimizer, net, s, hp)
+        _after_update(hp.criterion, net, hp)
         if hp.variable:
             _structure_step(net, s, hp, draws, c + 1, events, fill)
         net.counters[POSITION] = pos + steps
         net.counters[CYCLE] = c + 1
         if (c + 1) % hp.log_every == 0:
-            _record_trace(net, hp, trace, fill, c + 1)
+            _record_trace(net, s, hp, trace, fill, c + 1)
         if fill[0] >= trace.size or fill[1] + capacity + 1 > events.size:
             return BUFFER_FULL
     return FINISHED
@@ -120,7 +124,8 @@ def _one_cycle(net, s, hp, data, start, draws, cycle, events, fill, structure):
     n = net.counters[N_ACTIVE]
     for j in range(n):
         net.hidden[j] = s.hs[hp.seq_len, j]
-    _update(net, s, hp)
+    _update(hp.optimizer, net, s, hp)
+    _after_update(hp.criterion, net, hp)
     if structure and hp.variable:
         _structure_step(net, s, hp, draws, cycle, events, fill)
     return loss

@@ -19,7 +19,15 @@ import pyarrow as pa
 from .config import RunConfig
 from .state import EVENT_DTYPE, TRACE_DTYPE
 
-SCHEMA_VERSION = 2  # 2: the build columns (compile_target and package versions)
+# 2: the build columns (compile_target and package versions); 3: the criterion and the
+# optimizer's fields in runs, traces' multiplier_sum renamed strength_sum and events'
+# multiplier renamed strength (the loaders read older files under the new names)
+SCHEMA_VERSION = 3
+# columns renamed since an earlier schema: {dataset: {new name: old name}}
+RENAMED_COLUMNS = {
+    "traces": {"strength_sum": "multiplier_sum"},
+    "events": {"strength": "multiplier"},
+}
 
 
 def _arrow_type(kind) -> pa.DataType:

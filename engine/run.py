@@ -29,6 +29,7 @@ from .state import (
     allocate_draws,
     allocate_scratch,
     init_network,
+    initial_strengths,
     make_hyper,
     refill_draws,
 )
@@ -86,9 +87,12 @@ class RunResult:
 
 
 def run_id(config: RunConfig, task: str, cycles: int, seed: int) -> str:
-    """Stable id of a run: a hash of everything that determines its result."""
+    """Stable id of a run: a hash of everything that determines its result (fields added
+    since engine 0.2.0 count only when they differ from that version's behaviour, so that
+    earlier ids stay valid: ``RunConfig.identity``)."""
     text = json.dumps(
-        {"config": config.to_dict(), "task": task, "cycles": cycles, "seed": seed}, sort_keys=True
+        {"config": config.identity(), "task": task, "cycles": cycles, "seed": seed},
+        sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -162,7 +166,7 @@ def run(
     first = np.zeros(config.hidden_size, dtype=EVENT_DTYPE)
     first["neuron_id"] = np.arange(config.hidden_size)
     first["kind"] = BIRTH
-    first["multiplier"] = net.multipliers[: config.hidden_size]
+    first["strength"] = initial_strengths(net, config)
     events.append(first)
 
     draws = allocate_draws(config.capacity, vocab)
@@ -229,12 +233,23 @@ def run(
     )
 
 
-def warm_up(dtypes: tuple[str, ...] = ("float64",)) -> float:
-    """Compile (or load from the cache) every kernel a run uses; returns seconds taken.
+def kernel_variant(config: RunConfig) -> tuple[str, str, str]:
+    """What selects the compiled run loop: (dtype, criterion, optimizer). Runs of one
+    variant share their machine code; each variant is compiled (and cached) on its own."""
+    return (config.dtype, config.criterion, config.optimizer)
+
+
+def warm_up(variants: tuple = ("float64",)) -> float:
+    """Compile (or load from the cache) every kernel the runs of ``variants`` use: each a
+    dtype name (the first method) or a ``kernel_variant`` tuple. Returns seconds taken.
 
     Call it once in the parent before fanning out, so that workers only read the cache.
     """
     t0 = time.perf_counter()
-    for dtype in dtypes:
-        run(RunConfig(dtype=dtype, log_every=1), "easy-hard-easy", 3, 0)
+    for variant in variants:
+        dtype, criterion, optimizer = (
+            (variant, "multiplier", "adagrad") if isinstance(variant, str) else variant
+        )
+        config = RunConfig(dtype=dtype, criterion=criterion, optimizer=optimizer, log_every=1)
+        run(config, "easy-hard-easy", 3, 0)
     return time.perf_counter() - t0

@@ -22,7 +22,7 @@ TRACE_DTYPE = np.dtype(
         ("smoothed_loss", np.float64),
         ("mean_loss", np.float64),
         ("neurons", np.int32),
-        ("multiplier_sum", np.float64),
+        ("strength_sum", np.float64),  # sum of |m| (multiplier) or outgoing norms
         ("below_threshold", np.int32),
         ("data_position", np.int64),
     ]
@@ -33,7 +33,7 @@ EVENT_DTYPE = np.dtype(
         ("neuron_id", np.int64),
         ("kind", np.int8),
         ("age", np.int64),
-        ("multiplier", np.float64),
+        ("strength", np.float64),  # |m| or the outgoing norm, at birth or death
     ]
 )
 BIRTH, DEATH = 0, 1
@@ -51,8 +51,8 @@ class Network(NamedTuple):
     Wiy: np.ndarray  # (vocab, capacity) output weights
     bh: np.ndarray  # (capacity,)
     by: np.ndarray  # (vocab,)
-    multipliers: np.ndarray  # (capacity,) 1.0 and never updated in fixed mode
-    mem_Wxh: np.ndarray  # Adagrad memories, same shapes as the parameters
+    multipliers: np.ndarray  # (capacity,) 1.0 and never updated in fixed mode or outgoing
+    mem_Wxh: np.ndarray  # the optimizer's memories, same shapes as the parameters
     mem_Whh: np.ndarray
     mem_Wiy: np.ndarray
     mem_bh: np.ndarray
@@ -89,6 +89,7 @@ class Scratch(NamedTuple):
     post_grad: np.ndarray  # (seq_len, width): gradient at m * h, per step
     dh_raw: np.ndarray  # (seq_len, width) gradient at the tanh input, per step
     dh_next: np.ndarray  # (width,)
+    strengths: np.ndarray  # (width,) each neuron's strength (|m| or its outgoing norm)
     order: np.ndarray  # (capacity,) int64, structure step
     keep: np.ndarray  # (capacity,) bool, structure step
 
@@ -137,48 +138,106 @@ def refill_draws(
         draws.cursor[k] = 0
 
 
+# The optimizer and the criterion of a run are NamedTuples of their own class inside
+# ``Hyper``: kernels that differ between them are chosen by that class when the run loop
+# is compiled (``engine.jit.by_type``), so a run compiles only its own method.
+class Adagrad(NamedTuple):
+    """mem += g^2; w -= lr g / sqrt(mem + eps) (the first method)."""
+
+    eps: np.floating
+
+
+class RMSProp(NamedTuple):
+    """mem += rate (g^2 - mem); step = -lr g / sqrt(mem + eps), clipped to +-step_clip
+    (the later method)."""
+
+    rate: np.floating  # 1 - rmsprop_decay
+    step_clip: np.floating  # inf: not clipped
+    eps: np.floating
+    new_memory: np.floating  # every memory of a new neuron, and of Wxh and bh at the start
+
+
+class ByMultiplier(NamedTuple):
+    """Strength |m|: multipliers learned under L1, floored at min_multiplier."""
+
+    min_multiplier: float
+
+
+class ByOutgoing(NamedTuple):
+    """Strength 0.5 (sum_i |Why[i, j]| + recurrent_scale sum_i |Whh[i, j]| / N); L1 steps
+    of weight_penalty on Why and Whh after each update; no multipliers."""
+
+    weight_penalty: np.floating
+    recurrent_scale: float
+
+
+RMSPROP_INITIAL_MEMORY = 0.01  # REFERENCE-LATER.md: Wxh and bh at the start, new neurons
+OUTGOING_RECURRENT_SCALE = 4.0  # the recurrent part counts as much as 4 output weights
+
+
 class Hyper(NamedTuple):
     """Scalars the kernels read; float fields used in hot loops carry the run's dtype."""
 
     variable: bool
+    learn_multipliers: bool  # variable mode under the multiplier criterion
     seq_len: int
     vocab: int
     max_neurons: int  # capacity - 1: addition stops there
     keep_below: int
     log_every: int
     deletion_threshold: float
-    min_multiplier: float
     add_prob: float
     delete_prob: float
     spontaneous_add_prob: float
     init_scale: float
     smoothing: float
-    l1_strength: np.floating
+    l1_strength: np.floating  # 0 under outgoing
     learning_rate: np.floating
-    grad_clip: np.floating
+    grad_clip: np.floating  # inf: not clipped
     adagrad_eps: np.floating
+    optimizer: Adagrad | RMSProp
+    criterion: ByMultiplier | ByOutgoing
 
 
 def make_hyper(config: RunConfig, vocab: int) -> Hyper:
     real = np.dtype(config.dtype).type
+
+    def clip(value: float):  # 0 means no clipping: an infinite bound does nothing
+        return real(value if value > 0 else np.inf)
+
+    if config.optimizer == "adagrad":
+        optimizer = Adagrad(real(1e-8))
+    else:
+        optimizer = RMSProp(
+            real(1.0 - config.rmsprop_decay),
+            clip(config.step_clip),
+            real(1e-8),
+            real(RMSPROP_INITIAL_MEMORY),
+        )
+    if config.criterion == "multiplier":
+        criterion = ByMultiplier(config.min_multiplier)
+    else:
+        criterion = ByOutgoing(real(config.weight_penalty), OUTGOING_RECURRENT_SCALE)
     return Hyper(
         variable=config.variable,
+        learn_multipliers=config.variable and config.criterion == "multiplier",
         seq_len=config.seq_len,
         vocab=vocab,
         max_neurons=config.capacity - 1,
         keep_below=config.keep_below,
         log_every=config.log_every,
         deletion_threshold=config.deletion_threshold,
-        min_multiplier=config.min_multiplier,
         add_prob=config.add_prob,
         delete_prob=config.delete_prob,
         spontaneous_add_prob=config.spontaneous_add_prob,
         init_scale=config.init_scale,
         smoothing=config.smoothing,
-        l1_strength=real(config.l1_strength),
+        l1_strength=real(config.l1_strength or 0.0),
         learning_rate=real(config.learning_rate),
-        grad_clip=real(config.grad_clip),
+        grad_clip=clip(config.grad_clip),
         adagrad_eps=real(1e-8),
+        optimizer=optimizer,
+        criterion=criterion,
     )
 
 
@@ -255,6 +314,7 @@ def allocate_scratch(capacity: int, vocab: int, seq_len: int, dtype: str | np.dt
             ((seq_len, width), real),
             ((seq_len, width), real),
             ((width,), real),
+            ((width,), real),
             ((capacity,), np.int64),
             ((capacity,), np.bool_),
         ]
@@ -272,11 +332,25 @@ def init_network(config: RunConfig, vocab: int, rng: np.random.Generator) -> Net
     net.Wxh[:n] = rng.normal(0.0, scale, (n, vocab)) if scale > 0 else 0.0
     net.Whh[:n, :n] = rng.normal(0.0, scale, (n, n)) if scale > 0 else 0.0
     net.Wiy[:, :n] = rng.normal(0.0, scale, (vocab, n)) if scale > 0 else 0.0
-    net.multipliers[:] = 1.0  # fixed mode reads 1.0 everywhere: output Wiy h
+    net.multipliers[:] = 1.0  # fixed mode and outgoing read 1.0 everywhere: output Wiy h
+    if config.optimizer == "rmsprop":  # REFERENCE-LATER.md's initial memories
+        net.mem_Wxh[:] = RMSPROP_INITIAL_MEMORY
+        net.mem_bh[:] = RMSPROP_INITIAL_MEMORY
     net.neuron_id[:n] = np.arange(n)
     net.counters[N_ACTIVE] = n
     net.counters[NEXT_ID] = n
     return net
+
+
+def initial_strengths(net: Network, config: RunConfig) -> np.ndarray:
+    """The strengths of the active neurons (float64), as the kernels define them: |m|, or
+    0.5 (recurrent_scale / N sum_i |Whh[i, j]| + sum_v |Why[v, j]|)."""
+    n = int(net.counters[N_ACTIVE])
+    if config.criterion == "multiplier":
+        return np.abs(net.multipliers[:n]).astype(np.float64)
+    recurrent = np.abs(net.Whh[:n, :n]).astype(np.float64).sum(axis=0)
+    output = np.abs(net.Wiy[:, :n]).astype(np.float64).sum(axis=0)
+    return 0.5 * (recurrent * (OUTGOING_RECURRENT_SCALE / max(n, 1)) + output)
 
 
 def active_view(net: Network) -> dict[str, np.ndarray]:

@@ -65,11 +65,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .config import ConfigError, field_names
+from .config import ADDED_FIELDS, ConfigError, field_names
 from .jit import build_info
 from .records import (
     BUILD_COLUMNS,
     EVENTS_SCHEMA,
+    RENAMED_COLUMNS,
     RUNS_SCHEMA,
     SCHEMA_VERSION,
     SESSIONS_SCHEMA,
@@ -360,6 +361,36 @@ def part_files(
     return files
 
 
+def _with_old_names(dataset: str, schema: pa.Schema) -> pa.Schema:
+    """``schema`` plus the old names of renamed columns (null in newer files)."""
+    for new, old in RENAMED_COLUMNS.get(dataset, {}).items():
+        if new in schema.names and old not in schema.names:
+            schema = schema.append(pa.field(old, schema.field(new).type))
+    return schema
+
+
+def _upgrade(dataset: str, table: pa.Table) -> pa.Table:
+    """Rows of older schema versions in today's form: a renamed column's values under its
+    new name; in runs, the fields added since (null in older rows) at the value that
+    version ran with (``config.ADDED_FIELDS``)."""
+    for new, old in RENAMED_COLUMNS.get(dataset, {}).items():
+        if old in table.column_names:
+            if new in table.column_names:
+                index = table.column_names.index(new)
+                merged = pc.coalesce(table.column(new), table.column(old))
+                table = table.set_column(index, new, merged)
+            table = table.drop_columns([old])
+    if dataset == "runs":
+        for name, value in ADDED_FIELDS.items():
+            if value is not None and name in table.column_names:
+                column = table.column(name)
+                if column.null_count:
+                    index = table.column_names.index(name)
+                    filled = pc.fill_null(column, pa.scalar(value, column.type))
+                    table = table.set_column(index, name, filled)
+    return table
+
+
 def _read(
     root: Path,
     dataset: str,
@@ -379,16 +410,21 @@ def _read(
     if columns is not None:
         columns = [c for c in full.names if c in set(columns)]
     empty = full.empty_table() if columns is None else full.empty_table().select(columns)
+    readable = _with_old_names(dataset, full)
+    wanted = columns
+    if columns is not None:  # a renamed column is read under both names
+        renamed = RENAMED_COLUMNS.get(dataset, {})
+        wanted = columns + [renamed[c] for c in columns if c in renamed]
 
     def load(paths: list[Path]) -> pa.Table:
         dataset_ = ds.dataset(
             [str(p) for p in paths],
-            schema=full,
+            schema=readable,
             format="parquet",
             partitioning=partitioning,
             partition_base_dir=str(root / dataset),
         )
-        return dataset_.to_table(columns=columns, filter=filter_expr)
+        return _upgrade(dataset, dataset_.to_table(columns=wanted, filter=filter_expr))
 
     for attempt in range(LIST_RETRIES + 1):
         files = part_files(root, dataset, study)
@@ -542,8 +578,10 @@ def _merge(directory: Path, dataset: str, files: list[Path], level: int, durable
     """Rewrite ``files`` (one study's, one dataset's) as one file of ``level``, sorted by
     run id, then delete them; safe against a kill at any point (module docstring)."""
     schema = _FILE_SCHEMAS[dataset]
-    # the fixed schema: files of older schema versions get nulls for the newer columns
-    table = ds.dataset([str(p) for p in files], schema=schema, format="parquet").to_table()
+    # the fixed schema: rows of older schema versions are upgraded (``_upgrade``)
+    readable = _with_old_names(dataset, schema)
+    table = ds.dataset([str(p) for p in files], schema=readable, format="parquet").to_table()
+    table = _upgrade(dataset, table).select(schema.names)
     # a stable sort, so that each run's rows keep their order (cycle, then event order)
     table = table.take(pc.sort_indices(table, sort_keys=[("run_id", "ascending")]))
     table = table.replace_schema_metadata(schema.metadata)
@@ -722,7 +760,11 @@ def _filter_expression(condition, filters: dict[str, Any]) -> ds.Expression | No
         values = _values(value)
         if any(isinstance(v, float) and math.isnan(v) for v in values):
             raise StoreError(f"cannot filter {name!r} on NaN")
+        if any(v is None for v in values):
+            raise StoreError(f"cannot filter {name!r} on None: load the runs and use isna()")
         term = pc.field(name).isin(values) if len(values) != 1 else pc.field(name) == values[0]
+        if ADDED_FIELDS.get(name) is not None and ADDED_FIELDS[name] in values:
+            term = term | pc.field(name).is_null()  # rows stored before the field existed
         expression = term if expression is None else expression & term
     return expression
 

@@ -1,25 +1,98 @@
-"""The structure step (compiled): multiplier floor, deletion with a reserve, addition.
+"""The structure step (compiled): strengths, deletion with a reserve, addition.
 
-In place and in order: deleting compacts the survivors as ``np.delete`` would, adding
-writes index N; every weight and Adagrad memory moves with its neuron. Random draws come
+A neuron's strength is |m| under the multiplier criterion (after the multiplier floor) and
+its outgoing-weight norm under the outgoing criterion (REFERENCE-LATER.md); the rest of
+the step is the same for both. In place and in order: deleting compacts the survivors as
+``np.delete`` would, adding writes index N; every weight and optimizer memory moves with
+its neuron (strengths are recomputed from the weights whenever needed). Random draws come
 from the pools of ``engine.state.Draws`` that the driver fills from the run's generators.
 """
 
 from __future__ import annotations
 
-from .jit import internal_kernel, kernel
-from .state import BIRTH, DEATH, N_ACTIVE, NEXT_ID
+from .jit import by_type, internal_kernel, kernel
+from .state import BIRTH, DEATH, N_ACTIVE, NEXT_ID, Adagrad, ByMultiplier, ByOutgoing, RMSProp
 
 
 @kernel(inline=True)
-def _record_event(events, fill, cycle, neuron_id, kind, age, multiplier):
+def _record_event(events, fill, cycle, neuron_id, kind, age, strength):
     e = events[fill[1]]
     e.cycle = cycle
     e.neuron_id = neuron_id
     e.kind = kind
     e.age = age
-    e.multiplier = multiplier
+    e.strength = strength
     fill[1] += 1
+
+
+@internal_kernel
+def _multiplier_strengths(criterion, net, s, hp):
+    """strengths[:N] = |m|."""
+    n = net.counters[N_ACTIVE]
+    m, strengths = net.multipliers, s.strengths
+    for j in range(n):
+        strengths[j] = abs(m[j])
+
+
+@internal_kernel
+def _outgoing_strengths(criterion, net, s, hp):
+    """strengths[:N] = 0.5 (recurrent_scale / N sum_i |Whh[i, j]| + sum_v |Why[v, j]|),
+    each sum in index order (column j of Whh: what neuron j sends to the others)."""
+    n = net.counters[N_ACTIVE]
+    strengths = s.strengths
+    for j in range(n):
+        strengths[j] = 0.0
+    for i in range(n):
+        row = net.Whh[i]
+        for j in range(n):
+            strengths[j] += abs(row[j])
+    scale = criterion.recurrent_scale / max(n, 1)
+    for j in range(n):
+        strengths[j] *= scale
+    for v in range(hp.vocab):
+        row = net.Wiy[v]
+        for j in range(n):
+            strengths[j] += abs(row[j])
+    for j in range(n):
+        strengths[j] *= 0.5
+
+
+# _strengths(hp.criterion, net, s, hp): every active neuron's strength into s.strengths
+_strengths = by_type(
+    "_strengths", {ByMultiplier: _multiplier_strengths, ByOutgoing: _outgoing_strengths}
+)
+
+
+@internal_kernel
+def _floor_multipliers(criterion, net, hp):
+    """Multipliers below min_multiplier are raised to it (the first method only)."""
+    n = net.counters[N_ACTIVE]
+    m = net.multipliers
+    for i in range(n):
+        if m[i] < criterion.min_multiplier:
+            m[i] = criterion.min_multiplier
+
+
+@internal_kernel
+def _no_floor(criterion, net, hp):
+    return
+
+
+_floor = by_type("_floor", {ByMultiplier: _floor_multipliers, ByOutgoing: _no_floor})
+
+
+@internal_kernel
+def _adagrad_new_memory(optimizer):
+    return 0.0
+
+
+@internal_kernel
+def _rmsprop_new_memory(optimizer):
+    return optimizer.new_memory
+
+
+# the optimizer memory every parameter of a new neuron starts with
+_new_memory = by_type("_new_memory", {Adagrad: _adagrad_new_memory, RMSProp: _rmsprop_new_memory})
 
 
 @internal_kernel
@@ -77,46 +150,104 @@ def _shuffle(draws, items):
 
 
 @internal_kernel
-def _add_neuron(net, hp, draws, cycle, events, fill):
-    """Append one neuron at index N: random connections, multiplier at threshold."""
-    i = net.counters[N_ACTIVE]
+def _multiplier_connections(criterion, net, hp, draws, i, memory):
+    """A new neuron's random connections N(0, init_scale^2), multiplier at threshold
+    (the first method); returns its strength."""
     scale = hp.init_scale
     for v in range(hp.vocab):
         net.Wxh[i, v] = _normal(draws, scale)
-        net.mem_Wxh[i, v] = 0.0
+        net.mem_Wxh[i, v] = memory
     for r in range(i):  # new column: what the new neuron sends to the others
         net.Whh[r, i] = _normal(draws, scale)
-        net.mem_Whh[r, i] = 0.0
+        net.mem_Whh[r, i] = memory
     for c in range(i + 1):  # new row: what it receives, itself included
         net.Whh[i, c] = _normal(draws, scale)
-        net.mem_Whh[i, c] = 0.0
+        net.mem_Whh[i, c] = memory
     for v in range(hp.vocab):
         net.Wiy[v, i] = _normal(draws, scale)
-        net.mem_Wiy[v, i] = 0.0
-    net.bh[i] = 0.0
-    net.mem_bh[i] = 0.0
+        net.mem_Wiy[v, i] = memory
     net.multipliers[i] = hp.deletion_threshold
-    net.mem_multipliers[i] = 0.0
+    net.mem_multipliers[i] = memory
+    return hp.deletion_threshold
+
+
+@internal_kernel
+def _outgoing_connections(criterion, net, hp, draws, i, memory):
+    """A new neuron's connections under the later method: incoming N(0, init_scale^2);
+    outgoing drawn the same way, then rescaled so that each part of its strength is
+    T_D / 2 (output weights of L1 norm T_D / 2; recurrent column, self-connection
+    included, with recurrent_scale sum|column| / N_old = T_D / 2): it starts in the
+    reserve, below threshold. Returns its strength (about T_D / 2, at the new N)."""
+    scale = hp.init_scale
+    half = 0.5 * hp.deletion_threshold
+    for v in range(hp.vocab):
+        net.Wxh[i, v] = _normal(draws, scale)
+        net.mem_Wxh[i, v] = memory
+    for c in range(i):  # new row: what it receives from the others
+        net.Whh[i, c] = _normal(draws, scale)
+        net.mem_Whh[i, c] = memory
+    column = 0.0
+    for r in range(i + 1):  # new column: what it sends, itself included
+        w = _normal(draws, scale)
+        net.Whh[r, i] = w
+        net.mem_Whh[r, i] = memory
+        column += abs(w)
+    if column > 0:
+        rescale = half * max(i, 1) / (criterion.recurrent_scale * column)
+        column = 0.0
+        for r in range(i + 1):
+            net.Whh[r, i] *= rescale
+            column += abs(net.Whh[r, i])
+    output = 0.0
+    for v in range(hp.vocab):
+        w = _normal(draws, scale)
+        net.Wiy[v, i] = w
+        net.mem_Wiy[v, i] = memory
+        output += abs(w)
+    if output > 0:
+        rescale = half / output
+        output = 0.0
+        for v in range(hp.vocab):
+            net.Wiy[v, i] *= rescale
+            output += abs(net.Wiy[v, i])
+    net.multipliers[i] = 1.0
+    net.mem_multipliers[i] = memory
+    return 0.5 * (output + criterion.recurrent_scale * column / (i + 1))
+
+
+_connections = by_type(
+    "_connections", {ByMultiplier: _multiplier_connections, ByOutgoing: _outgoing_connections}
+)
+
+
+@internal_kernel
+def _add_neuron(net, hp, draws, cycle, events, fill):
+    """Append one neuron at index N, with the criterion's connections."""
+    i = net.counters[N_ACTIVE]
+    memory = _new_memory(hp.optimizer)
+    strength = _connections(hp.criterion, net, hp, draws, i, memory)
+    net.bh[i] = 0.0
+    net.mem_bh[i] = memory
     net.hidden[i] = 0.0
     new_id = net.counters[NEXT_ID]
     net.neuron_id[i] = new_id
     net.counters[NEXT_ID] = new_id + 1
     net.birth_cycle[i] = cycle
     net.counters[N_ACTIVE] = i + 1
-    _record_event(events, fill, cycle, new_id, BIRTH, 0, hp.deletion_threshold)
+    _record_event(events, fill, cycle, new_id, BIRTH, 0, strength)
 
 
 @internal_kernel
 def _structure_step(net, s, hp, draws, cycle, events, fill):
-    """Multiplier floor, then deletion (keep k in reserve), then addition."""
+    """Multiplier floor (first method), strengths, deletion (keep k in reserve), addition."""
     n = net.counters[N_ACTIVE]
-    m = net.multipliers
+    _floor(hp.criterion, net, hp)
+    _strengths(hp.criterion, net, s, hp)
+    strength = s.strengths
     below = s.order
     n_below = 0
     for i in range(n):
-        if m[i] < hp.min_multiplier:
-            m[i] = hp.min_multiplier
-        if abs(m[i]) <= hp.deletion_threshold:
+        if strength[i] <= hp.deletion_threshold:
             below[n_below] = i
             n_below += 1
     if n_below > hp.keep_below:
@@ -132,10 +263,18 @@ def _structure_step(net, s, hp, draws, cycle, events, fill):
                 keep[i] = False
                 deleted = True
                 _record_event(
-                    events, fill, cycle, net.neuron_id[i], DEATH, cycle - net.birth_cycle[i], m[i]
+                    events,
+                    fill,
+                    cycle,
+                    net.neuron_id[i],
+                    DEATH,
+                    cycle - net.birth_cycle[i],
+                    strength[i],
                 )
         if deleted:
             _compact(net, keep, s.order, n)
+    # strengths are not recomputed after deletions: n_below < k <=> more than N - k of the
+    # survivors are above threshold (deletions only happen when n_below > k)
     if net.counters[N_ACTIVE] < hp.max_neurons:
         add = n_below < hp.keep_below and _uniform(draws) < hp.add_prob
         if _uniform(draws) < hp.spontaneous_add_prob:

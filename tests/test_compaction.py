@@ -12,6 +12,7 @@ import pytest
 
 from engine import RunConfig, run, scheduler, store
 from engine.jit import build_info
+from engine.records import SCHEMA_VERSION
 
 CYCLES = 600
 HERE = Path(__file__).resolve().parent
@@ -116,7 +117,7 @@ def test_compaction_sorts_by_run_and_sizes_row_groups(tmp_path, items, monkeypat
                 mine = table.to_pandas()
                 mine = mine[mine["run_id"] == result.run_id]
                 assert list(mine["neuron_id"]) == list(result.events["neuron_id"])
-        assert pq.read_schema(path).metadata[b"schema_version"] == b"2"
+        assert pq.read_schema(path).metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
     # compacting a compacted study changes nothing; a filter on run ids reads few groups
     again = store.compact_study(tmp_path, "s")
     assert again.files_before == again.files_after == {"traces": 1, "events": 1, "runs": 1}
@@ -222,6 +223,14 @@ def test_a_store_of_engine_0_2_0_is_read_resumed_and_compacted(tmp_path):
     assert len(store.part_files(root, "runs", "old")) == 6  # one part per run
     before = _snapshot(root)
     assert len(before[0]) == 6 and set(before[0]["condition"]) == {"a", "b"}
+    # read in today's schema: renamed columns under their new names, added fields filled
+    runs, traces, events = before
+    assert set(runs["criterion"]) == {"multiplier"} and set(runs["optimizer"]) == {"adagrad"}
+    assert (runs["step_clip"] == 0).all() and runs["weight_penalty"].isna().all()
+    assert len(store.load_runs(root, criterion="multiplier", optimizer="adagrad")) == 6
+    assert store.load_runs(root, criterion="outgoing").empty
+    assert traces["strength_sum"].notna().all() and "multiplier_sum" not in traces
+    assert events["strength"].notna().all() and (events["strength"] > 0).all()
     study = scheduler.load_study(OLD_STUDY)
     assert {s.run_id for s in study.specs} == set(before[0]["run_id"])
     # resume the same study with a fourth seed: only the two new runs run, then compaction
@@ -248,6 +257,9 @@ def test_a_store_of_engine_0_2_0_is_read_resumed_and_compacted(tmp_path):
         kept = new[new["run_id"].isin(old_ids)].reset_index(drop=True)
         pd.testing.assert_frame_equal(kept, old.reset_index(drop=True))
     assert len(after[0]) == 8
+    (merged,) = store.part_files(root, "traces", "old")
+    assert "strength_sum" in pq.read_schema(merged).names  # rewritten in today's schema
+    assert "multiplier_sum" not in pq.read_schema(merged).names
     # and the compacted store still resumes: nothing left to run
     again = scheduler.run_study(grown, root, jobs=1, mix_builds=True)
     assert again.skipped == 8 and again.done == 0

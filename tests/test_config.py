@@ -43,6 +43,66 @@ def test_defaults_are_the_papers():
     assert c.easy_continue_prob == 0.6 and c.dtype == "float64" and c.variable
 
 
+def test_outgoing_alone_gives_every_published_setting_of_the_later_method():
+    c = RunConfig(criterion="outgoing")
+    assert (c.optimizer, c.learning_rate, c.rmsprop_decay) == ("rmsprop", 0.01, 0.99)
+    assert (c.grad_clip, c.step_clip, c.weight_penalty) == (0.0, 0.01, 1e-4)
+    assert (c.keep_below, c.deletion_threshold, c.add_prob, c.delete_prob) == (1, 0.05, 0.01, 0.05)
+    assert c.smoothing == 0.99 and c.min_multiplier is None and c.l1_strength is None
+    # the first method's, unchanged, and its new fields at what it always did
+    d = RunConfig()
+    assert (d.criterion, d.optimizer, d.step_clip, d.rmsprop_decay) == (
+        "multiplier",
+        "adagrad",
+        0.0,
+        None,
+    )
+    assert d.weight_penalty is None and d.grad_clip == 5.0
+    # a field set explicitly wins over the criterion's default
+    e = RunConfig(criterion="outgoing", learning_rate=0.003, optimizer="adagrad")
+    assert (e.learning_rate, e.optimizer, e.rmsprop_decay, e.step_clip) == (
+        0.003,
+        "adagrad",
+        None,
+        0.01,
+    )
+    assert RunConfig(mode="fixed", criterion="outgoing", hidden_size=20).weight_penalty == 1e-4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parts"),
+    [
+        ({"criterion": "outgoing", "min_multiplier": 0.01}, ("min_multiplier", "outgoing")),
+        ({"criterion": "outgoing", "l1_strength": 1e-5}, ("l1_strength", "outgoing")),
+        ({"weight_penalty": 1e-4}, ("weight_penalty", "multiplier")),
+        ({"optimizer": "adagrad", "rmsprop_decay": 0.9}, ("rmsprop_decay", "adagrad")),
+        ({"criterion": "outgoing", "optimizer": "adagrad", "rmsprop_decay": 0.9}, ("adagrad",)),
+    ],
+)
+def test_fields_meaningless_under_a_criterion_are_refused(kwargs, parts):
+    _check(_error(RunConfig, **kwargs), *parts, "leave", "unset")
+
+
+def test_run_ids_of_the_first_method_do_not_move():
+    # README's example run and a grid point of studies/paper-fig2.toml, as engine 0.2.0
+    assert engine.run_id(RunConfig(), "hard", 300_000, 0) == "bacfea46d2a0324f"
+    assert "criterion" not in RunConfig().identity() and "criterion" in RunConfig(
+        criterion="outgoing"
+    ).identity()
+    assert RunConfig(step_clip=0.01).identity()["step_clip"] == 0.01
+    a = engine.run_id(RunConfig(criterion="outgoing"), "hard", 1000, 0)
+    assert a != engine.run_id(RunConfig(), "hard", 1000, 0)
+
+
+def test_replace_follows_the_new_criterion_for_fields_left_at_defaults():
+    outgoing = RunConfig(criterion="outgoing")
+    assert RunConfig().replace(criterion="outgoing") == outgoing
+    assert outgoing.replace(criterion="multiplier") == RunConfig()
+    tuned = RunConfig(learning_rate=0.05).replace(criterion="outgoing")
+    assert tuned.learning_rate == 0.05 and tuned.optimizer == "rmsprop"
+    assert RunConfig.from_dict(outgoing.to_dict()) == outgoing
+
+
 def test_frozen_and_round_trip():
     c = RunConfig(hidden_size=3, add_prob=1)
     assert isinstance(c.add_prob, float)
@@ -100,8 +160,12 @@ def test_wrong_type(name, value, kind):
         ("group_len", 0),
         ("group_len", 65),
         ("learning_rate", 0.0),
-        ("grad_clip", 0),
         ("grad_clip", -5.0),
+        ("step_clip", -0.01),
+        ("rmsprop_decay", 1.0),
+        ("weight_penalty", -1e-4),
+        ("criterion", "incoming"),
+        ("optimizer", "adam"),
         ("deletion_threshold", 0.0),
         ("l1_strength", -1.0),
         ("keep_below", -1),

@@ -66,7 +66,7 @@ def test_loaded_values_equal_results(tmp_path, items):
             math.isnan(row["final_loss"]) and math.isnan(result.final_loss)
         )
         for name, value in result.config.to_dict().items():
-            assert row[name] == value
+            assert row[name] == value or (value is None and pd.isna(row[name]))
         traces = store.load_traces(tmp_path, run_id=result.run_id)
         for name in result.traces.dtype.names:
             np.testing.assert_array_equal(traces[name].to_numpy(), result.traces[name])

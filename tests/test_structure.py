@@ -173,7 +173,7 @@ def test_random_add_delete_sequences_match_numpy(n0, ops, seed):
             assert np.all(fresh != 0.0)
             e = events[fill[1] - 1]
             assert (e["cycle"], e["neuron_id"], e["kind"], e["age"]) == (cycle, new_id, BIRTH, 0)
-            assert e["multiplier"] == config.deletion_threshold
+            assert e["strength"] == config.deletion_threshold
             model = _append(model, view, n)
         else:
             keep = np.array(mask[:n], dtype=np.bool_)
@@ -273,7 +273,7 @@ def test_deletion_keeps_exactly_k_below_threshold(k):
         where = np.searchsorted(state["neuron_id"], ev["neuron_id"])
         assert np.array_equal(ev["age"], cycle - state["birth_cycle"][where])
         assert np.array_equal(
-            ev["multiplier"], np.maximum(state["multipliers"][where], config.min_multiplier)
+            ev["strength"], np.maximum(state["multipliers"][where], config.min_multiplier)
         )
     if k:  # which below-threshold neurons stay is random (shuffled), not always the first
         assert len(kept_sets) > 1
@@ -325,7 +325,7 @@ def test_addition_only_without_reserve():
     assert net.counters[N_ACTIVE] == 5 and fill[1] == 1
     e = events[0]
     assert (e["cycle"], e["neuron_id"], e["kind"], e["age"]) == (7, 4, BIRTH, 0)
-    assert e["multiplier"] == config.deletion_threshold
+    assert e["strength"] == config.deletion_threshold
     for cycle in range(8, 20):  # the newcomer sits at T_D: it is the reserve, no more births
         structure_step(net, s, hp, draws_from(rng, capacity), cycle, events, fill)
     assert net.counters[N_ACTIVE] == 5 and fill[1] == 1
@@ -344,9 +344,9 @@ def test_run_events_are_consistent_with_the_network():
         assert d["age"] == d["cycle"] - born_at[int(d["neuron_id"])]
         assert d["cycle"] >= born_at[int(d["neuron_id"])]
     cfg = result.config
-    assert np.all(deaths["multiplier"] >= cfg.min_multiplier)
-    assert np.all(deaths["multiplier"] <= cfg.deletion_threshold)
-    assert np.all(births["multiplier"][births["cycle"] > 0] == cfg.deletion_threshold)
+    assert np.all(deaths["strength"] >= cfg.min_multiplier)
+    assert np.all(deaths["strength"] <= cfg.deletion_threshold)
+    assert np.all(births["strength"][births["cycle"] > 0] == cfg.deletion_threshold)
     alive = sorted(set(born_at) - set(deaths["neuron_id"].tolist()))
     view = active_view(result.network)
     assert view["neuron_id"].tolist() == alive
@@ -356,7 +356,7 @@ def test_run_events_are_consistent_with_the_network():
     last = result.traces[-1]
     assert last["cycle"] == 20000
     m = view["multipliers"]
-    assert last["multiplier_sum"] == pytest.approx(np.abs(m).sum(), rel=1e-12)
+    assert last["strength_sum"] == pytest.approx(np.abs(m).sum(), rel=1e-12)
     assert last["below_threshold"] == np.sum(np.abs(m) <= cfg.deletion_threshold)
     assert np.all(m >= cfg.min_multiplier)
 
