@@ -86,9 +86,10 @@ def test_fields_meaningless_under_a_criterion_are_refused(kwargs, parts):
 def test_run_ids_of_the_first_method_do_not_move():
     # README's example run and a grid point of studies/paper-fig2.toml, as engine 0.2.0
     assert engine.run_id(RunConfig(), "hard", 300_000, 0) == "bacfea46d2a0324f"
-    assert "criterion" not in RunConfig().identity() and "criterion" in RunConfig(
-        criterion="outgoing"
-    ).identity()
+    assert (
+        "criterion" not in RunConfig().identity()
+        and "criterion" in RunConfig(criterion="outgoing").identity()
+    )
     assert RunConfig(step_clip=0.01).identity()["step_clip"] == 0.01
     a = engine.run_id(RunConfig(criterion="outgoing"), "hard", 1000, 0)
     assert a != engine.run_id(RunConfig(), "hard", 1000, 0)
