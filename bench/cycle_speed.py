@@ -692,7 +692,7 @@ def _weight_gradients_loop(net, s, hp, data, start, calls):
 
 def _update_loop(net, s, hp, calls):
     for _ in range(calls):
-        _cycle._update(net, s, hp)
+        _cycle._update(hp.optimizer, net, s, hp)
 
 
 def _structure_loop(net, s, hp, draws, events, fill, calls):
