@@ -47,6 +47,7 @@ def _spec(
 
 
 CRITERIA = ("multiplier", "outgoing")
+DELETION_ORDERS = ("random", "oldest", "youngest", "weakest")
 OPTIMIZERS = ("adagrad", "rmsprop")
 # What a field left unset becomes under each criterion: the published settings of the
 # first method (REFERENCE.md) and of the later one (REFERENCE-LATER.md). None: the field
@@ -90,6 +91,8 @@ ADDED_FIELDS = {
     "rmsprop_decay": None,
     "step_clip": 0.0,
     "weight_penalty": None,
+    "deletion_order": "random",
+    "inherit_deleted": False,
 }
 _MEANING = {
     "min_multiplier": "a floor for multipliers",
@@ -183,6 +186,19 @@ class RunConfig:
     spontaneous_add_prob: float = _spec(
         1e-4, float, 0.0, 1.0, doc="chance per cycle to add a neuron regardless"
     )
+    deletion_order: str = _spec(
+        "random",
+        str,
+        choices=DELETION_ORDERS,
+        doc="which below-threshold neurons are candidates first, beyond the k kept: random "
+        "(the paper), oldest, youngest or weakest (smallest strength); P_del still applies",
+    )
+    inherit_deleted: bool = _spec(
+        False,
+        bool,
+        doc="a new neuron takes the stored connections of the most recently deleted one "
+        "not yet reused (random ones when none is stored)",
+    )
     optimizer: str | None = _spec(
         None,
         str,
@@ -250,7 +266,7 @@ class RunConfig:
         fields = dataclasses.fields(self)
         for f in fields:
             value = getattr(self, f.name)
-            if isinstance(value, (np.integer, np.floating, np.str_)):
+            if isinstance(value, (np.integer, np.floating, np.str_, np.bool_)):
                 value = value.item()  # values from numpy or pandas count as plain ones
             if value is None and f.default is None:
                 continue  # unset: its criterion's or optimizer's default, below
@@ -352,6 +368,8 @@ def default_of(name: str, criterion: str = "multiplier") -> Any:
 
 
 def _range_text(meta) -> str:
+    if meta["kind"] is bool:
+        return "true or false"
     if meta["choices"]:
         return "one of " + ", ".join(meta["choices"])
     low = "-inf" if meta["low"] is None else repr(meta["low"])
@@ -369,7 +387,9 @@ def check_field(f: dataclasses.Field, value: Any) -> None:
     meta = f.metadata
     kind = meta["kind"]
     allowed = _range_text(meta)
-    if kind is int:
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -379,6 +399,8 @@ def check_field(f: dataclasses.Field, value: Any) -> None:
         raise ConfigError(
             f"{f.name} = {value!r} has the wrong type: expected {kind.__name__}, allowed {allowed}"
         )
+    if kind is bool:
+        return
     if meta["choices"]:
         if value not in meta["choices"]:
             raise ConfigError(f"{f.name} = {value!r} is not allowed: {allowed}")
@@ -402,6 +424,11 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if name not in fields:
         raise ConfigError(f"unknown parameter {name!r}: allowed are {', '.join(field_names())}")
     kind = fields[name].metadata["kind"]
+    if kind is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if raw.lower() not in words:
+            raise ConfigError(f"{name} = {raw!r} has the wrong type: expected true or false")
+        return name, words[raw.lower()]
     try:
         if kind is int:
             return name, int(raw)

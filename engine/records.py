@@ -19,9 +19,10 @@ import pyarrow as pa
 from .config import RunConfig
 from .state import EVENT_DTYPE, TRACE_DTYPE
 
-# 2: the build columns (compile_target and package versions); 3: the criterion and the
-# optimizer's fields in runs, traces' multiplier_sum renamed strength_sum and events'
-# multiplier renamed strength (the loaders read older files under the new names)
+# 2: the build columns (compile_target and package versions); 3: the criterion, the
+# optimizer's fields and the deletion variants (deletion_order, inherit_deleted) in runs,
+# traces' multiplier_sum renamed strength_sum and events' multiplier renamed strength
+# (the loaders read older files under the new names)
 SCHEMA_VERSION = 3
 # columns renamed since an earlier schema: {dataset: {new name: old name}}
 RENAMED_COLUMNS = {
@@ -31,7 +32,7 @@ RENAMED_COLUMNS = {
 
 
 def _arrow_type(kind) -> pa.DataType:
-    return {int: pa.int64(), float: pa.float64(), str: pa.string()}[kind]
+    return {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}[kind]
 
 
 def _from_numpy(dtype: np.dtype) -> list[pa.Field]:

@@ -1,5 +1,7 @@
-"""Loaders of a results directory as pandas DataFrames (see ``engine.store``)."""
+"""Loaders of a results directory as pandas DataFrames (see ``engine.store``), and the
+adaptability metrics of runs whose task changes (``engine.metrics``)."""
 
+from .metrics import adaptability, adaptability_summary
 from .store import (
     ADHOC_STUDY,
     DEFAULT_CONDITION,
@@ -13,6 +15,8 @@ from .store import (
 )
 
 __all__ = [
+    "adaptability",
+    "adaptability_summary",
     "ADHOC_STUDY",
     "DEFAULT_CONDITION",
     "TIMING_COLUMNS",

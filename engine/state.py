@@ -39,8 +39,13 @@ EVENT_DTYPE = np.dtype(
 BIRTH, DEATH = 0, 1
 
 # slots of Network.counters and Network.accum
-N_ACTIVE, NEXT_ID, CYCLE, POSITION, PHASE, WINDOW_CYCLES = range(6)
+N_ACTIVE, NEXT_ID, CYCLE, POSITION, PHASE, WINDOW_CYCLES, STORED, NEWEST = range(8)
 SMOOTHED, WINDOW_SUM = range(2)
+# deletion_order as the kernels read it
+DELETION_ORDER_CODES = {"random": 0, "oldest": 1, "youngest": 2, "weakest": 3}
+# how many deleted neurons ``inherit_deleted`` remembers: the most recent ones; a deletion
+# beyond that many forgets the oldest stored one
+INHERIT_DEPTH = 16
 
 
 class Network(NamedTuple):
@@ -61,8 +66,21 @@ class Network(NamedTuple):
     hidden: np.ndarray  # (capacity,) state carried from one cycle to the next
     neuron_id: np.ndarray  # (capacity,) int64, stable, never reused
     birth_cycle: np.ndarray  # (capacity,) int64
-    counters: np.ndarray  # int64: N, next id, cycle, data position, phase, window cycles
+    counters: np.ndarray  # int64: N, next id, cycle, data position, phase, window cycles,
+    # deleted neurons stored, slot of the newest one
     accum: np.ndarray  # float64: smoothed loss, window loss sum
+    # connections of the last INHERIT_DEPTH deleted neurons, a ring of slots (only written
+    # with inherit_deleted): input weights, output weights (to the outputs), bias, self-
+    # connection, and its recurrent weights with the neurons alive when it died: ids,
+    # weight from each to it (its Whh row) and from it to each (its Whh column)
+    dead_Wxh: np.ndarray  # (INHERIT_DEPTH, vocab)
+    dead_Wiy: np.ndarray  # (INHERIT_DEPTH, vocab)
+    dead_bh: np.ndarray  # (INHERIT_DEPTH,)
+    dead_self: np.ndarray  # (INHERIT_DEPTH,)
+    dead_partners: np.ndarray  # (INHERIT_DEPTH,) int64: how many partners
+    dead_partner_id: np.ndarray  # (INHERIT_DEPTH, capacity) int64, increasing
+    dead_in: np.ndarray  # (INHERIT_DEPTH, capacity) Whh[it, partner]
+    dead_out: np.ndarray  # (INHERIT_DEPTH, capacity) Whh[partner, it]
 
 
 class Scratch(NamedTuple):
@@ -180,6 +198,8 @@ class Hyper(NamedTuple):
 
     variable: bool
     learn_multipliers: bool  # variable mode under the multiplier criterion
+    deletion_order: int  # DELETION_ORDER_CODES
+    inherit_deleted: bool
     seq_len: int
     vocab: int
     max_neurons: int  # capacity - 1: addition stops there
@@ -221,6 +241,8 @@ def make_hyper(config: RunConfig, vocab: int) -> Hyper:
     return Hyper(
         variable=config.variable,
         learn_multipliers=config.variable and config.criterion == "multiplier",
+        deletion_order=DELETION_ORDER_CODES[config.deletion_order],
+        inherit_deleted=config.inherit_deleted,
         seq_len=config.seq_len,
         vocab=vocab,
         max_neurons=config.capacity - 1,
@@ -277,16 +299,25 @@ def allocate_network(capacity: int, vocab: int, dtype: str | np.dtype) -> Networ
         ((vocab,), real),
         ((capacity,), real),
     ]
+    depth = INHERIT_DEPTH
     net = Network(
         *carve(
             weights  # parameters
-            + weights  # their Adagrad memories
+            + weights  # their optimizer memories
             + [
                 ((capacity,), real),
                 ((capacity,), np.int64),
                 ((capacity,), np.int64),
                 ((8,), np.int64),
                 ((2,), np.float64),
+                ((depth, vocab), real),
+                ((depth, vocab), real),
+                ((depth,), real),
+                ((depth,), real),
+                ((depth,), np.int64),
+                ((depth, capacity), np.int64),
+                ((depth, capacity), real),
+                ((depth, capacity), real),
             ]
         )
     )

@@ -11,7 +11,18 @@ from the pools of ``engine.state.Draws`` that the driver fills from the run's ge
 from __future__ import annotations
 
 from .jit import by_type, internal_kernel, kernel
-from .state import BIRTH, DEATH, N_ACTIVE, NEXT_ID, Adagrad, ByMultiplier, ByOutgoing, RMSProp
+from .state import (
+    BIRTH,
+    DEATH,
+    N_ACTIVE,
+    NEWEST,
+    NEXT_ID,
+    STORED,
+    Adagrad,
+    ByMultiplier,
+    ByOutgoing,
+    RMSProp,
+)
 
 
 @kernel(inline=True)
@@ -221,12 +232,104 @@ _connections = by_type(
 
 
 @internal_kernel
+def _store_deleted(net, i, n):
+    """Remember the connections of neuron ``i`` (of ``n`` active), about to be deleted, in
+    the next slot of the ring (the oldest stored one is forgotten when it is full)."""
+    depth = net.dead_bh.size
+    slot = (net.counters[NEWEST] + 1) % depth
+    net.counters[NEWEST] = slot
+    net.counters[STORED] = min(net.counters[STORED] + 1, depth)
+    for v in range(net.Wxh.shape[1]):
+        net.dead_Wxh[slot, v] = net.Wxh[i, v]
+        net.dead_Wiy[slot, v] = net.Wiy[v, i]
+    net.dead_bh[slot] = net.bh[i]
+    net.dead_self[slot] = net.Whh[i, i]
+    k = 0
+    for p in range(n):
+        if p != i:
+            net.dead_partner_id[slot, k] = net.neuron_id[p]
+            net.dead_in[slot, k] = net.Whh[i, p]
+            net.dead_out[slot, k] = net.Whh[p, i]
+            k += 1
+    net.dead_partners[slot] = k
+
+
+@internal_kernel
+def _inherit_connections(net, i, memory):
+    """Give neuron ``i`` (= N) the stored connections of the most recently deleted neuron
+    not yet reused, and take it off the ring: its input and output weights, its bias and
+    self-connection, and its weights with every neuron alive now that was alive when it
+    died; 0 with neurons born since. Every optimizer memory starts afresh (``memory``)."""
+    slot = net.counters[NEWEST]
+    depth = net.dead_bh.size
+    net.counters[NEWEST] = (slot + depth - 1) % depth
+    net.counters[STORED] -= 1
+    for v in range(net.Wxh.shape[1]):
+        net.Wxh[i, v] = net.dead_Wxh[slot, v]
+        net.mem_Wxh[i, v] = memory
+        net.Wiy[v, i] = net.dead_Wiy[slot, v]
+        net.mem_Wiy[v, i] = memory
+    net.bh[i] = net.dead_bh[slot]
+    net.Whh[i, i] = net.dead_self[slot]
+    net.mem_Whh[i, i] = memory
+    # both id lists increase (ids are given in order and never reused; compaction and
+    # appending keep the order): one merged walk
+    k = 0
+    partners = net.dead_partners[slot]
+    for p in range(i):
+        wanted = net.neuron_id[p]
+        while k < partners and net.dead_partner_id[slot, k] < wanted:
+            k += 1
+        if k < partners and net.dead_partner_id[slot, k] == wanted:
+            net.Whh[i, p] = net.dead_in[slot, k]
+            net.Whh[p, i] = net.dead_out[slot, k]
+        else:
+            net.Whh[i, p] = 0.0
+            net.Whh[p, i] = 0.0
+        net.mem_Whh[i, p] = memory
+        net.mem_Whh[p, i] = memory
+
+
+@internal_kernel
+def _inherited_multiplier(criterion, net, hp, i, memory):
+    """An inherited neuron under the first method: multiplier at threshold, as any new one."""
+    net.multipliers[i] = hp.deletion_threshold
+    net.mem_multipliers[i] = memory
+    return hp.deletion_threshold
+
+
+@internal_kernel
+def _inherited_outgoing(criterion, net, hp, i, memory):
+    """An inherited neuron under the later method: its strength is its inherited outgoing
+    norm (at the new N)."""
+    net.multipliers[i] = 1.0
+    net.mem_multipliers[i] = memory
+    output = 0.0
+    for v in range(hp.vocab):
+        output += abs(net.Wiy[v, i])
+    column = 0.0
+    for r in range(i + 1):
+        column += abs(net.Whh[r, i])
+    return 0.5 * (output + criterion.recurrent_scale * column / (i + 1))
+
+
+_inherited = by_type(
+    "_inherited", {ByMultiplier: _inherited_multiplier, ByOutgoing: _inherited_outgoing}
+)
+
+
+@internal_kernel
 def _add_neuron(net, hp, draws, cycle, events, fill):
-    """Append one neuron at index N, with the criterion's connections."""
+    """Append one neuron at index N: the criterion's random connections, or with
+    ``inherit_deleted`` those of the most recently deleted neuron when one is stored."""
     i = net.counters[N_ACTIVE]
     memory = _new_memory(hp.optimizer)
-    strength = _connections(hp.criterion, net, hp, draws, i, memory)
-    net.bh[i] = 0.0
+    if hp.inherit_deleted and net.counters[STORED] > 0:
+        _inherit_connections(net, i, memory)
+        strength = _inherited(hp.criterion, net, hp, i, memory)
+    else:
+        strength = _connections(hp.criterion, net, hp, draws, i, memory)
+        net.bh[i] = 0.0
     net.mem_bh[i] = memory
     net.hidden[i] = 0.0
     new_id = net.counters[NEXT_ID]
@@ -235,6 +338,30 @@ def _add_neuron(net, hp, draws, cycle, events, fill):
     net.birth_cycle[i] = cycle
     net.counters[N_ACTIVE] = i + 1
     _record_event(events, fill, cycle, new_id, BIRTH, 0, strength)
+
+
+@internal_kernel
+def _order_candidates(net, strength, order, candidates):
+    """Order the below-threshold candidates so that the first k (kept in reserve) are the
+    ones to keep and the rest are tried for deletion in turn: order 1 (oldest first) keeps
+    the youngest, 2 (youngest first) the oldest, 3 (weakest first) the strongest. A stable
+    insertion sort: ties keep index order."""
+    for a in range(1, candidates.size):
+        item = candidates[a]
+        b = a
+        while b > 0:
+            other = candidates[b - 1]
+            if order == 1:
+                before = net.birth_cycle[item] > net.birth_cycle[other]
+            elif order == 2:
+                before = net.birth_cycle[item] < net.birth_cycle[other]
+            else:
+                before = strength[item] > strength[other]
+            if not before:
+                break
+            candidates[b] = other
+            b -= 1
+        candidates[b] = item
 
 
 @internal_kernel
@@ -252,7 +379,10 @@ def _structure_step(net, s, hp, draws, cycle, events, fill):
             n_below += 1
     if n_below > hp.keep_below:
         candidates = below[:n_below]
-        _shuffle(draws, candidates)
+        if hp.deletion_order == 0:
+            _shuffle(draws, candidates)
+        else:
+            _order_candidates(net, strength, hp.deletion_order, candidates)
         keep = s.keep
         for i in range(n):
             keep[i] = True
@@ -271,6 +401,8 @@ def _structure_step(net, s, hp, draws, cycle, events, fill):
                     cycle - net.birth_cycle[i],
                     strength[i],
                 )
+                if hp.inherit_deleted:
+                    _store_deleted(net, i, n)
         if deleted:
             _compact(net, keep, s.order, n)
     # strengths are not recomputed after deletions: n_below < k <=> more than N - k of the
