@@ -297,19 +297,39 @@ def _adagrad_step(w, mem, g, j, hp):
     w[j] -= hp.learning_rate * g / math.sqrt(acc + hp.adagrad_eps)
 
 
+@kernel(inline=True)
+def _adagrad_clipped_step(w, mem, g, j, hp):
+    """``_adagrad_step`` with the step clipped to [-step_clip, step_clip]. A loop of its
+    own, not an infinite bound in the one above: that changed float32 rounding."""
+    g = min(max(g, -hp.grad_clip), hp.grad_clip)
+    acc = mem[j] + g * g
+    mem[j] = acc
+    step = -hp.learning_rate * g / math.sqrt(acc + hp.adagrad_eps)
+    w[j] += min(max(step, -hp.step_clip), hp.step_clip)
+
+
 @internal_kernel
 def _adagrad_rows(w, mem, g, rows, cols, hp):
     """Clip and Adagrad on the block ``[:rows, :cols]`` of a 2-D parameter."""
+    clipped = not math.isinf(hp.step_clip)
     for i in range(rows):
         wr, mr, gr = w[i], mem[i], g[i]
-        for j in range(cols):
-            _adagrad_step(wr, mr, gr[j], j, hp)
+        if clipped:
+            for j in range(cols):
+                _adagrad_clipped_step(wr, mr, gr[j], j, hp)
+        else:
+            for j in range(cols):
+                _adagrad_step(wr, mr, gr[j], j, hp)
 
 
 @internal_kernel
 def _adagrad_vector(w, mem, g, size, hp):
-    for j in range(size):
-        _adagrad_step(w, mem, g[j], j, hp)
+    if not math.isinf(hp.step_clip):
+        for j in range(size):
+            _adagrad_clipped_step(w, mem, g[j], j, hp)
+    else:
+        for j in range(size):
+            _adagrad_step(w, mem, g[j], j, hp)
 
 
 @internal_kernel
@@ -332,7 +352,7 @@ def _rmsprop_step(w, mem, g, j, hp, opt):
     acc = mem[j] + opt.rate * (g * g - mem[j])
     mem[j] = acc
     step = -hp.learning_rate * g / math.sqrt(acc + opt.eps)
-    w[j] += min(max(step, -opt.step_clip), opt.step_clip)
+    w[j] += min(max(step, -hp.step_clip), hp.step_clip)
 
 
 @internal_kernel

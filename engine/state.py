@@ -166,11 +166,9 @@ class Adagrad(NamedTuple):
 
 
 class RMSProp(NamedTuple):
-    """mem += rate (g^2 - mem); step = -lr g / sqrt(mem + eps), clipped to +-step_clip
-    (the later method)."""
+    """mem += rate (g^2 - mem); step = -lr g / sqrt(mem + eps) (the later method)."""
 
     rate: np.floating  # 1 - rmsprop_decay
-    step_clip: np.floating  # inf: not clipped
     eps: np.floating
     new_memory: np.floating  # every memory of a new neuron, and of Wxh and bh at the start
 
@@ -214,6 +212,7 @@ class Hyper(NamedTuple):
     l1_strength: np.floating  # 0 under outgoing
     learning_rate: np.floating
     grad_clip: np.floating  # inf: not clipped
+    step_clip: np.floating  # inf: not clipped (either optimizer)
     adagrad_eps: np.floating
     optimizer: Adagrad | RMSProp
     criterion: ByMultiplier | ByOutgoing
@@ -230,7 +229,6 @@ def make_hyper(config: RunConfig, vocab: int) -> Hyper:
     else:
         optimizer = RMSProp(
             real(1.0 - config.rmsprop_decay),
-            clip(config.step_clip),
             real(1e-8),
             real(RMSPROP_INITIAL_MEMORY),
         )
@@ -257,6 +255,7 @@ def make_hyper(config: RunConfig, vocab: int) -> Hyper:
         l1_strength=real(config.l1_strength or 0.0),
         learning_rate=real(config.learning_rate),
         grad_clip=clip(config.grad_clip),
+        step_clip=clip(config.step_clip),
         adagrad_eps=real(1e-8),
         optimizer=optimizer,
         criterion=criterion,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.cycle import _forward_backward
+from engine.cycle import _after_update, _forward_backward
 from engine.jit import kernel
+from engine.kernels import _record_trace
 from engine.mathfn import _exp, _log, _tanh
 from engine.state import Draws, allocate_draws, refill_draws
-from engine.structure import _add_neuron, _compact, _structure_step
+from engine.structure import _add_neuron, _compact, _strengths, _structure_step
 
 
 @kernel
@@ -34,6 +35,23 @@ def add_neuron(net, hp, draws, cycle, events, fill):
 @kernel
 def compact(net, keep, source, n):
     _compact(net, keep, source, n)
+
+
+@kernel
+def after_update(net, hp):
+    """What the criterion does after the step: the L1 step on Why, Whh under outgoing."""
+    _after_update(hp.criterion, net, hp)
+
+
+@kernel
+def strengths(net, s, hp):
+    """Every active neuron's strength into ``s.strengths``."""
+    _strengths(hp.criterion, net, s, hp)
+
+
+@kernel
+def record_trace(net, s, hp, trace, fill, cycle):
+    _record_trace(net, s, hp, trace, fill, cycle)
 
 
 @kernel(exact=True)
@@ -59,3 +77,9 @@ def draws_from(rng: np.random.Generator, capacity: int, vocab: int = 4) -> Draws
     draws = allocate_draws(capacity, vocab)
     refill_draws(draws, rng, rng)
     return draws
+
+
+def draws_pool(rng: np.random.Generator, uniforms: int, normals: int) -> Draws:
+    """Pools of the given sizes from ``rng``, cursor at 0: for runs of many structure
+    steps without refills (the engine's own pools are refilled by its driver)."""
+    return Draws(rng.random(uniforms), rng.standard_normal(normals), np.zeros(2, np.int64))

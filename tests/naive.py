@@ -5,6 +5,10 @@ State is a dict with the keys of ``engine.state.active_view``: the active parame
 Adagrad memories (``mem_<name>``) and the carried ``hidden`` state. Fixed mode is the same
 RNN without multipliers (output ``Wiy h``), without L1 and without a multiplier update.
 
+The later method (REFERENCE-LATER.md, ``criterion="outgoing"``) is at the end: its cycle
+(RMSProp with a clipped step, the L1 step on the outgoing weights), the outgoing-norm
+strengths and its structure step, reading the engine's pre-drawn random numbers.
+
 Also here: helpers that build random states and load them into engine buffers.
 """
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.state import N_ACTIVE, NEXT_ID, allocate_network
+from engine.state import BIRTH, DEATH, N_ACTIVE, NEXT_ID, allocate_network
 
 PARAMS = ("Wxh", "Whh", "Wiy", "bh", "by", "multipliers")
 
@@ -96,10 +100,11 @@ def random_state(n, vocab, rng, *, variable=True, scale=0.3, memories=True):
     return state
 
 
-def load(state, capacity, dtype="float64", fill=np.nan):
+def load(state, capacity, dtype="float64", fill=np.nan, next_id=None):
     """A fresh engine Network holding ``state``; inactive entries are set to ``fill``.
 
-    Kernels must never read past N, so NaN there makes any such read visible.
+    Kernels must never read past N, so NaN there makes any such read visible. The next
+    neuron id is ``next_id``, by default one past the largest id in ``state``.
     """
     n = state["bh"].size
     vocab = state["by"].size
@@ -121,7 +126,9 @@ def load(state, capacity, dtype="float64", fill=np.nan):
     net.neuron_id[:n] = state["neuron_id"]
     net.birth_cycle[:n] = state["birth_cycle"]
     net.counters[N_ACTIVE] = n
-    net.counters[NEXT_ID] = int(state["neuron_id"].max()) + 1 if n else 0
+    if next_id is None:
+        next_id = int(state["neuron_id"].max()) + 1 if n else 0
+    net.counters[NEXT_ID] = next_id
     return net
 
 
@@ -144,3 +151,214 @@ def delete(state, i):
         else:
             out[k] = np.delete(v, i, axis=0)
     return out
+
+
+# -- the later method (REFERENCE-LATER.md: criterion="outgoing") ---------------------------
+# Its parameters: no multipliers (they stay 1.0 in the engine's buffers, untouched, and the
+# output is Wiy h); the optimizer updates these five, each with its memory mem_<name>.
+LATER_PARAMS = ("Wxh", "Whh", "Wiy", "bh", "by")
+RECURRENT_SCALE = 4.0  # the recurrent part of a strength counts as much as 4 output weights
+NEW_MEMORY = 0.01  # RMSProp memory of a new neuron (all of them) and of Wxh, bh at the start
+
+
+def _clip(x, bound):
+    """x clipped elementwise to [-bound, bound]; bound 0 means no clipping (RunConfig)."""
+    return np.clip(x, -bound, bound) if bound > 0 else x
+
+
+def later_update(state, grads, config):
+    """RMSProp with a clipped step, then the L1 step on Why and Whh; returns a new state.
+
+    ``mem += rate (g^2 - mem)``, ``step = -lr g / sqrt(mem + 1e-8)`` clipped to
+    +-step_clip, ``w += step``; then ``w -= A sign(w)`` on Wiy and Whh only. The rate is
+    ``1 - rmsprop_decay`` as the engine computes it (``engine.state.make_hyper``): with
+    the default decay 0.99 that is 0.010000000000000009, not the reference's literal 0.01
+    (a relative difference of 1e-15, far below every tolerance here).
+    """
+    rate = 1.0 - config.rmsprop_decay
+    new = {k: v.copy() for k, v in state.items()}
+    for k in LATER_PARAMS:
+        g = _clip(grads[k], config.grad_clip)  # grad_clip 0 (the later default): none
+        mem = state["mem_" + k] + rate * (g * g - state["mem_" + k])
+        step = _clip(-config.learning_rate * g / np.sqrt(mem + 1e-8), config.step_clip)
+        new["mem_" + k] = mem
+        new[k] = state[k] + step
+    for k in ("Wiy", "Whh"):  # the outgoing weights; sign(0) = 0 leaves zeros alone
+        new[k] = new[k] - config.weight_penalty * np.sign(new[k])
+    return new
+
+
+def later_cycle(state, data, start, config):
+    """One cycle of the later method without the structure step: forward and backward
+    without multipliers (output Wiy h), RMSProp, L1 step. Returns (loss, new state)."""
+    loss, grads, last = forward_backward(state, data, start, config.seq_len, variable=False)
+    new = later_update(state, grads, config)
+    new["hidden"] = last
+    return loss, new
+
+
+def outgoing_strengths(state):
+    """s_j = 0.5 (4 sum_i |Whh[i, j]| / N + sum_v |Why[v, j]|), the L1 norm of what neuron j
+    sends. Summed as the engine sums (``engine.structure._outgoing_strengths``): the Whh
+    rows one after another, times 4 / N, then the Why rows one after another, times 0.5;
+    so the threshold decisions of both sides are taken on the same numbers."""
+    Whh, Wiy = state["Whh"], state["Wiy"]
+    n = Whh.shape[0]
+    s = np.zeros(n)
+    for row in Whh:
+        s += np.abs(row)
+    s *= RECURRENT_SCALE / max(n, 1)
+    for row in Wiy:
+        s += np.abs(row)
+    return 0.5 * s
+
+
+class Stream:
+    """The twin's reading of an engine ``Draws`` pool: the same numbers, in the same order,
+    as the engine's ``_uniform`` and ``_normal`` (its own copy and cursors, so that the
+    engine can consume the original at the same time)."""
+
+    def __init__(self, draws):
+        self.uniforms = draws.uniforms.copy()
+        self.normal_pool = draws.normals.copy()
+        self.cursor = [int(draws.cursor[0]), int(draws.cursor[1])]
+
+    def uniform(self):
+        value = self.uniforms[self.cursor[0]]
+        self.cursor[0] += 1
+        return float(value)
+
+    def normals(self, count, scale):
+        start = self.cursor[1]
+        if start + count > self.normal_pool.size:
+            raise IndexError("the pool of normal draws is exhausted")
+        self.cursor[1] = start + count
+        return scale * self.normal_pool[start : start + count]
+
+
+def _abs_sum(values):
+    """sum |values| left to right, as the engine's loops add them."""
+    total = 0.0
+    for v in values:
+        total += abs(float(v))
+    return total
+
+
+def add_outgoing_neuron(state, stream, cycle, new_id, config):
+    """``state`` with one neuron appended (index N) as the later method adds it; returns
+    (new state, its birth event (cycle, id, kind, age, strength)).
+
+    Incoming weights N(0, init_scale^2): its Wxh row, its Whh row (from the N old neurons).
+    Outgoing weights drawn the same way, then rescaled: the Whh column (N + 1 entries, the
+    self-connection included) so that 4 sum|column| / N_old = T_D / 2, the Why column so
+    that its L1 norm is T_D / 2. REFERENCE-LATER.md fixes neither the order of the draws nor
+    N_old = 0; the engine (``_outgoing_connections``) draws Wxh row, Whh row, Whh column,
+    Why column, in that order, and divides by max(N_old, 1); so does this twin. Bias and
+    hidden state 0, multiplier 1.0 (unused), every memory 0.01.
+    """
+    n = state["bh"].size
+    vocab = state["by"].size
+    half = 0.5 * config.deletion_threshold
+    scale = config.init_scale
+    wxh = stream.normals(vocab, scale)
+    row = stream.normals(n, scale)
+    column = stream.normals(n + 1, scale)
+    total = _abs_sum(column)
+    if total > 0:  # all-zero draws (init_scale 0) cannot be rescaled: left at zero
+        column = column * (half * max(n, 1) / (RECURRENT_SCALE * total))
+    wiy = stream.normals(vocab, scale)
+    total = _abs_sum(wiy)
+    if total > 0:
+        wiy = wiy * (half / total)
+    # its strength at the new N = n + 1, as the engine reports it in the birth event
+    strength = 0.5 * (_abs_sum(wiy) + RECURRENT_SCALE * _abs_sum(column) / (n + 1))
+
+    fresh = {  # the new neuron's entries: its weights, then its memories
+        "Wxh": wxh,
+        "Whh_row": row,
+        "Whh_column": column,
+        "Wiy": wiy,
+        "mem_Wxh": np.full(vocab, NEW_MEMORY),
+        "mem_Whh_row": np.full(n, NEW_MEMORY),
+        "mem_Whh_column": np.full(n + 1, NEW_MEMORY),
+        "mem_Wiy": np.full(vocab, NEW_MEMORY),
+    }
+    new = {k: v.copy() for k, v in state.items()}
+    for prefix in ("", "mem_"):
+        whh = np.zeros((n + 1, n + 1))
+        whh[:n, :n] = state[prefix + "Whh"]
+        whh[n, :n] = fresh[prefix + "Whh_row"]
+        whh[:, n] = fresh[prefix + "Whh_column"]
+        new[prefix + "Whh"] = whh
+        new[prefix + "Wxh"] = np.vstack([state[prefix + "Wxh"], fresh[prefix + "Wxh"]])
+        new[prefix + "Wiy"] = np.column_stack([state[prefix + "Wiy"], fresh[prefix + "Wiy"]])
+    for k, value in (
+        ("bh", 0.0),
+        ("mem_bh", NEW_MEMORY),
+        ("multipliers", 1.0),
+        ("mem_multipliers", NEW_MEMORY),
+        ("hidden", 0.0),
+    ):
+        new[k] = np.append(state[k], value)
+    new["neuron_id"] = np.append(state["neuron_id"], np.int64(new_id))
+    new["birth_cycle"] = np.append(state["birth_cycle"], np.int64(cycle))
+    return new, (cycle, new_id, BIRTH, 0, strength)
+
+
+def outgoing_structure_step(state, stream, cycle, next_id, config):
+    """The later method's structure step; returns (new state, events, next id).
+
+    Deletion: below threshold = ``s_j <= T_D``; if more than k are below, shuffle them,
+    keep the first k, delete each of the rest with probability P_del. Addition, while
+    N < capacity - 1 after the deletions: if (fewer than k below, judged on the strengths
+    before the deletions, and rand < P_add) or rand < P_spontaneous. No multiplier floor.
+
+    The random draws are the engine's, in the engine's order (``_structure_step``): the
+    below-threshold candidates in index order, shuffled by Fisher-Yates from the last
+    position down (one uniform each, j = min(int(u (i + 1)), i)); one uniform per excess
+    candidate, in shuffled order; then the P_add uniform, drawn only when there is no
+    reserve (the engine's ``and`` short-circuits); then the spontaneous uniform, always
+    (while N < capacity - 1); then the new neuron's normals. Events are (cycle, id, kind,
+    age, strength) tuples, deaths in shuffled order, then the birth.
+    """
+    strengths = outgoing_strengths(state)
+    below = np.flatnonzero(strengths <= config.deletion_threshold)
+    k = config.keep_below
+    events = []
+    if below.size > k:
+        candidates = below.copy()
+        for i in range(candidates.size - 1, 0, -1):
+            j = min(int(stream.uniform() * (i + 1)), i)
+            candidates[i], candidates[j] = candidates[j], candidates[i]
+        doomed = []
+        for i in candidates[k:]:
+            if stream.uniform() < config.delete_prob:
+                doomed.append(i)
+                age = cycle - state["birth_cycle"][i]
+                events.append((cycle, state["neuron_id"][i], DEATH, age, strengths[i]))
+        if doomed:
+            state = delete(state, doomed)
+    if state["bh"].size < config.capacity - 1:
+        add = below.size < k and stream.uniform() < config.add_prob
+        if stream.uniform() < config.spontaneous_add_prob:
+            add = True
+        if add:
+            state, birth = add_outgoing_neuron(state, stream, cycle, next_id, config)
+            events.append(birth)
+            next_id += 1
+    return state, events, next_id
+
+
+def birth_strength(n_old, threshold):
+    """The strength a new neuron gets from the rescaling, at the new N = n_old + 1: its
+    output half is T_D / 2 and its recurrent half T_D / 2 * max(n_old, 1) / (n_old + 1)."""
+    half = 0.5 * threshold
+    return 0.5 * (half + half * max(n_old, 1) / (n_old + 1))
+
+
+def event_tuples(events, count):
+    """The first ``count`` engine event records as (cycle, id, kind, age, strength)."""
+    return [
+        (int(e["cycle"]), int(e["neuron_id"]), int(e["kind"]), int(e["age"]), float(e["strength"]))
+        for e in events[:count]
+    ]
