@@ -26,6 +26,9 @@ from engine import store
 from engine.config import RunConfig
 from engine.plots import config_of, group_info, group_labels, ok_runs, plot_study, sort_runs
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # later_report beside this script
+from later_report import LATER_FIGURES, differences, side_by_side  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -70,6 +73,35 @@ for _size, _loss in ((10, 17.7), (27, 14.5), (30, 14.7), (50, 16.5), (100, 19.7)
         (Ref(_loss, _loss, f"about {_loss:g}"),),
     )
 
+# the revised paper's values (shared/REFERENCE-LATER.md: read off its figures; 100,000 cycles)
+PAPER_LATER = {
+    ("easy", "variable", None): PaperValues(
+        "revised paper, Figure 1",
+        100_000,
+        (Ref(14, 16, "about 14 (text); 15-16 (figure)"),),
+        (Ref(9.0, 9.5, "about 9-9.5"),),
+    ),
+    ("hard", "variable", None): PaperValues(
+        "revised paper, Figure 1",
+        100_000,
+        (Ref(35, 40, "37 (text); 35-40 (figure)"),),
+        (Ref(10, 11, "about 10-11"),),
+    ),
+    ("easy-hard-easy", "variable", None): PaperValues(
+        "revised paper, Figure 3",
+        100_000,
+        (Ref(14, 14, "about 14"), Ref(41, 41, "about 41 (peak near 60)"), Ref(19, 19, "about 19")),
+        (Ref(9.5, 9.5, "about 9.5"), Ref(13.5, 13.5, "about 13.5"), Ref(9.5, 9.5, "about 9.5")),
+    ),
+}
+for _size in (20, 37, 50, 75, 100):
+    PAPER_LATER[("hard", "fixed", _size)] = PaperValues(
+        "revised paper, Figure 2",
+        100_000,
+        (Ref(_size, _size, str(_size)),),
+        (Ref(13.5, 15.5, "about 13.5-15.5 (100 the worst)"),),
+    )
+
 # the paper's meta-parameters are RunConfig's defaults; these fields may differ from them
 # without changing what the paper's numbers describe
 FREE_FIELDS = ("mode", "hidden_size", "capacity", "group_len", "log_every", "dtype")
@@ -104,14 +136,15 @@ TARGET_MINUTES = 15  # issue: all three figures in under 15 minutes on this 2-co
 def paper_values(row: pd.Series) -> PaperValues | None:
     """The paper's values for a run's setting, or None if the paper has none for it."""
     config = config_of(row)
-    defaults = RunConfig()
+    defaults = RunConfig(criterion=config.criterion)  # each method's published settings
     for name in RunConfig.__dataclass_fields__:
         if name not in FREE_FIELDS and getattr(config, name) != getattr(defaults, name):
             return None
     size = config.hidden_size if config.mode == "fixed" else None
     if config.mode == "variable" and config.hidden_size != 1:
         return None
-    return PAPER.get((str(row["task"]), config.mode, size))
+    table = PAPER if config.criterion == "multiplier" else PAPER_LATER
+    return table.get((str(row["task"]), config.mode, size))
 
 
 # -- numbers to text ---------------------------------------------------------------------------
@@ -233,6 +266,7 @@ def study_rows(runs: pd.DataFrame, traces: pd.DataFrame):
                 loss=loss_stats,
                 floor=floor,
                 group_len=int(first["group_len"]),
+                criterion=str(first.get("criterion", "multiplier") or "multiplier"),
             )
         )
         if paper and len(done):
@@ -338,12 +372,18 @@ def fixed_size_notes(records) -> list[str]:
             f"(median final loss {fmt_loss(best['loss'][0])}), the poorest "
             f"{worst['info'].hidden_size} ({fmt_loss(worst['loss'][0])})."
         )
+        table = PAPER if fixed[0]["criterion"] == "multiplier" else PAPER_LATER
         published = [
-            (size, PAPER[(task, "fixed", size)].loss[0].low)
+            (size, table[(task, "fixed", size)].loss[0].low)
             for size in sorted(r["info"].hidden_size for r in fixed)
-            if (task, "fixed", size) in PAPER
+            if (task, "fixed", size) in table
         ]
-        if len(published) >= 2:
+        if table is PAPER_LATER:  # its figure gives a range for all sizes, not each one
+            notes.append(
+                "- The revised paper: fixed sizes end at about 13.5-15.5, 100 the worst; the "
+                "variable network is below every fixed size from cycle 25,000 on."
+            )
+        elif len(published) >= 2:
             p_best = min(published, key=lambda p: p[1])
             p_worst = max(published, key=lambda p: p[1])
             same_best = p_best[0] == best["info"].hidden_size
@@ -488,7 +528,11 @@ def hard5_section(all_runs: pd.DataFrame, results: Path, ctx) -> list[str]:
     ]
     if all_runs.empty:
         return lines + ["No runs in the store.", ""]
-    hard = all_runs[(all_runs["task"] == "hard") & (all_runs["mode"] == "variable")]
+    hard = all_runs[
+        (all_runs["task"] == "hard")
+        & (all_runs["mode"] == "variable")
+        & (all_runs["criterion"] == "multiplier")  # the first method's runs only
+    ]
     paper_like = pd.Series(
         [paper_values(row) is not None for _, row in hard.iterrows()], index=hard.index, dtype=bool
     )
@@ -822,6 +866,18 @@ def build_report(results: Path, out: Path, figures: Path, results_arg: str) -> s
     done.add(HARD5_STUDY)
     lines += data_source_section(all_runs, ctx)
     done.add(FILE_STUDY)
+    for title, study, intro in LATER_FIGURES:
+        runs = all_runs[all_runs["study"] == study] if len(all_runs) else all_runs
+        traces = store.load_traces(results, study=study) if len(runs) else pd.DataFrame()
+        lines += study_section(title, study, intro, runs, traces, ctx)
+        done.add(study)
+    if len(all_runs):
+        lines += side_by_side(
+            all_runs,
+            results,
+            lambda studies, ids: store.load_traces(results, study=studies, run_id=ids),
+        )
+    lines += differences()
     others = [s for s in studies if s not in done]
     for study in others:
         runs = all_runs[all_runs["study"] == study]

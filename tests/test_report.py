@@ -52,6 +52,41 @@ log_every = 100
 [[conditions]]
 name = "hard-5"
 """,
+    "later-easy-hard": """
+[params]
+criterion = "outgoing"
+log_every = 100
+[[conditions]]
+name = "easy"
+task = "easy"
+[[conditions]]
+name = "hard"
+task = "hard"
+""",
+    "later-fixed": """
+task = "hard"
+[params]
+criterion = "outgoing"
+log_every = 100
+[[conditions]]
+name = "variable"
+[[conditions]]
+name = "fixed-20"
+mode = "fixed"
+hidden_size = 20
+[[conditions]]
+name = "fixed-37"
+mode = "fixed"
+hidden_size = 37
+""",
+    "later-ehe": """
+task = "easy-hard-easy"
+[params]
+criterion = "outgoing"
+log_every = 100
+[[conditions]]
+name = "easy-hard-easy"
+""",
     "quickstart": """
 task = "easy"
 cycles = 1500
@@ -161,6 +196,9 @@ def test_final_values_come_from_the_store(report, full_store):
             "paper-fig1": "Figure 1",
             "paper-fig2": "Figure 2",
             "paper-fig3": "Figure 3",
+            "later-easy-hard": "Later method, Figure 1",
+            "later-fixed": "Later method, Figure 2",
+            "later-ehe": "Later method, Figure 3",
             "quickstart": "Study `quickstart`",
         }[row["study"]]
         cells = table_row(text, section, f"**{row['condition']}**")
@@ -222,7 +260,28 @@ def test_missing_studies_are_named_with_their_command(tmp_path):
     out = tmp_path / "report" / "REPRODUCTION.md"
     assert load_script().main([str(results), "--out", str(out)]) == 0
     text = out.read_text()
-    assert text.count("not in the store yet") == 3
+    assert text.count("not in the store yet") == 6  # three figures of each method
     assert f"diffrnn study studies/paper-fig2.toml --jobs 2 --out {results}" in text
+    assert f"diffrnn study studies/later-ehe.toml --jobs 2 --out {results}" in text
     assert "No finished variable-size hard runs in the store" in text
     assert load_script().main([str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_later_method_sections_and_the_two_methods_side_by_side(report, full_store):
+    from engine.metrics import adaptability
+
+    _, text = report
+    for title in ("Later method, Figure 1", "Later method, Figure 2", "Later method, Figure 3"):
+        assert f"## {title}" in text
+    # the revised paper's values beside ours, the first method's table untouched
+    assert table_row(text, "Later method, Figure 1", "**easy**")[6].startswith("about 14")
+    assert "about 13.5-15.5" in table_row(text, "Later method, Figure 2", "**fixed-20**")[8]
+    assert "variable network is below every fixed size" in text
+    side = text.split("## The two methods side by side", 1)[1].split("\n## ", 1)[0]
+    assert table_row(text, "The two methods side by side", "easy")[1] == "first (multiplier)"
+    frame = adaptability(full_store, "later-ehe")
+    median = frame["n_phase2"].median()
+    row = table_row(text, "The two methods side by side", "later (outgoing)")
+    assert row[1] == "2" and row[3].startswith(f"{median:.0f} [")
+    assert "**Does the network shed neurons once the task is easy again?**" in side
+    assert "## Where ours differ from the revised paper, and why" in text
