@@ -320,6 +320,15 @@ def _neurons_top(curves: pd.DataFrame, column: str) -> float:
     return max(2.0, 1.08 * top + 0.5)
 
 
+def _fit(text: str, width_inches: float, fontsize: float) -> str:
+    """``text`` wrapped so that each line fits ``width_inches`` at ``fontsize`` points
+    (an average character of DejaVu Sans is about 0.6 em wide)."""
+    import textwrap
+
+    chars = max(10, int(width_inches * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
 def _finish_axes(ax) -> None:
     ax.grid(True, color="0.9", linewidth=0.8)
     ax.set_axisbelow(True)
@@ -331,7 +340,8 @@ def draw_by_condition(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: s
     """Figures 1 and 3: a column per group, loss (top) and N (bottom), medians with IQR."""
     labels = [label for label in infos if label in set(curves["group"])]
     columns = max(1, len(labels))
-    fig = Figure(figsize=(4.6 * columns + 0.6, 6.6), layout="constrained")
+    width = 4.6 * columns + 0.6
+    fig = Figure(figsize=(width, 6.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, columns, sharex="col", sharey="row", squeeze=False)
     scale, ylabel = loss_scale([infos[label] for label in labels] or list(infos.values()))
@@ -380,7 +390,8 @@ def draw_by_condition(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: s
 
         failed = f", {info.failed} failed run(s) left out" if info.failed else ""
         loss_ax.set_title(
-            f"{label}\n{info.task}, {info.mode} size, {info.seeds} seeds{failed}", fontsize=11
+            _fit(f"{label}\n{info.task}, {info.mode} size, {info.seeds} seeds{failed}", 4.0, 11),
+            fontsize=11,
         )
         n_ax.set_xlabel(
             "cycle (40-character sequences)"
@@ -403,12 +414,15 @@ def draw_by_condition(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: s
             bbox_to_anchor=(1.0, 0.9) if len(infos[labels[-1]].phases) > 1 else None,
         )
         axes[1, -1].legend(loc="lower right", fontsize=8, framealpha=0.9)
-    # one line where there is room, two on a single column (else the title is cut off)
-    separator = ": " if columns > 1 else "\n"
+    # wrapped to the figure's width: a single column has room for less than one line
+    fontsize = 12 if columns > 1 else 10
     fig.suptitle(
-        f"{name}{separator}smoothed loss and network size "
-        "(median and inter-quartile range over seeds)",
-        fontsize=12 if columns > 1 else 10,
+        _fit(
+            f"{name}: smoothed loss and network size (median and inter-quartile range over seeds)",
+            width - 0.4,
+            fontsize,
+        ),
+        fontsize=fontsize,
     )
     return fig
 
@@ -461,8 +475,12 @@ def draw_sizes(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: str, tas
     seeds = sorted({i.seeds for i in members})
     seeds_text = "/".join(str(s) for s in seeds)
     loss_ax.set_title(
-        f"{name}: {task} task, fixed versus variable size\nmedians over "
-        f"{seeds_text} seeds (inter-quartile ranges not shown, as in the paper)",
+        _fit(
+            f"{name}: {task} task, fixed versus variable size\nmedians over "
+            f"{seeds_text} seeds (inter-quartile ranges not shown, as in the paper)",
+            7.2,
+            11,
+        ),
         fontsize=11,
     )
     loss_ax.set_ylabel(ylabel, fontsize=10)
