@@ -341,11 +341,14 @@ def _add_neuron(net, hp, draws, cycle, events, fill):
 
 
 @internal_kernel
-def _order_candidates(net, strength, order, candidates):
-    """Order the below-threshold candidates so that the first k (kept in reserve) are the
-    ones to keep and the rest are tried for deletion in turn: order 1 (oldest first) keeps
-    the youngest, 2 (youngest first) the oldest, 3 (weakest first) the strongest. A stable
-    insertion sort: ties keep index order."""
+def _order_candidates(net, strength, order, keep, candidates):
+    """Order the below-threshold candidates for ``deletion_order``: the first ``keep``
+    (the reserve) are the ones to keep, the rest are tried for deletion in the order the
+    name says. Order 1 ("oldest") keeps the youngest and tries the oldest first, 2
+    ("youngest") keeps the oldest and tries the youngest first, 3 ("weakest") keeps the
+    strongest and tries the weakest first. A stable insertion sort, most worth keeping
+    first (ties in index order), then the part beyond the reserve reversed (so tied
+    candidates are tried from the highest index down)."""
     for a in range(1, candidates.size):
         item = candidates[a]
         b = a
@@ -362,6 +365,11 @@ def _order_candidates(net, strength, order, candidates):
             candidates[b] = other
             b -= 1
         candidates[b] = item
+    low, high = min(keep, candidates.size), candidates.size - 1
+    while low < high:
+        candidates[low], candidates[high] = candidates[high], candidates[low]
+        low += 1
+        high -= 1
 
 
 @internal_kernel
@@ -382,7 +390,7 @@ def _structure_step(net, s, hp, draws, cycle, events, fill):
         if hp.deletion_order == 0:
             _shuffle(draws, candidates)
         else:
-            _order_candidates(net, strength, hp.deletion_order, candidates)
+            _order_candidates(net, strength, hp.deletion_order, hp.keep_below, candidates)
         keep = s.keep
         for i in range(n):
             keep[i] = True

@@ -878,7 +878,8 @@ def build_report(results: Path, out: Path, figures: Path, results_arg: str) -> s
             lambda studies, ids: store.load_traces(results, study=studies, run_id=ids),
         )
     lines += differences()
-    others = [s for s in studies if s not in done]
+    # the trade-off studies have their own report (studies/make_tradeoff.py, TRADEOFF.md)
+    others = [s for s in studies if s not in done and not s.startswith("tradeoff-")]
     for study in others:
         runs = all_runs[all_runs["study"] == study]
         traces = store.load_traces(results, study=study)

@@ -83,3 +83,21 @@ def draws_pool(rng: np.random.Generator, uniforms: int, normals: int) -> Draws:
     """Pools of the given sizes from ``rng``, cursor at 0: for runs of many structure
     steps without refills (the engine's own pools are refilled by its driver)."""
     return Draws(rng.random(uniforms), rng.standard_normal(normals), np.zeros(2, np.int64))
+
+
+# -- the deletion variants (tests/test_variants.py) -----------------------------------------
+from engine.structure import _order_candidates, _store_deleted  # noqa: E402
+
+
+@kernel
+def store_deleted(net, i, n):
+    """Push neuron ``i`` (of ``n`` active) onto the ring, as a deletion with
+    ``inherit_deleted`` does before compacting."""
+    _store_deleted(net, i, n)
+
+
+@kernel
+def order_candidates(net, strength, order, keep, candidates):
+    """Order ``candidates`` in place by deletion order code ``order`` (1, 2, 3), the first
+    ``keep`` kept, the rest in the order they are tried."""
+    _order_candidates(net, strength, order, keep, candidates)

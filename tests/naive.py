@@ -362,3 +362,271 @@ def event_tuples(events, count):
         (int(e["cycle"]), int(e["neuron_id"]), int(e["kind"]), int(e["age"]), float(e["strength"]))
         for e in events[:count]
     ]
+
+
+# -- the deletion variants (paper section 5): deletion_order and inherit_deleted -------------
+# Both criteria. A twin of the engine's structure step with the two options, reading the
+# engine's pre-drawn numbers; the store of deleted neurons is a plain stack (``Ring``).
+from engine.state import NEWEST, STORED  # noqa: E402  (the ring's counters)
+
+INHERIT_DEPTH = 16  # README: the ring remembers the last 16 deleted neurons
+
+
+def new_memory(config):
+    """Every optimizer memory of a new neuron: 0 for Adagrad, 0.01 for RMSProp."""
+    return NEW_MEMORY if config.optimizer == "rmsprop" else 0.0
+
+
+def floored(state, config):
+    """``state`` after the multiplier floor m = max(m, M_min) (first method only)."""
+    if config.criterion != "multiplier":
+        return state
+    new = dict(state)
+    new["multipliers"] = np.maximum(state["multipliers"], config.min_multiplier)
+    return new
+
+
+def variant_strengths(state, config):
+    """|m| (first method, after the floor) or the outgoing norm (later method)."""
+    if config.criterion == "multiplier":
+        return np.abs(state["multipliers"])
+    return outgoing_strengths(state)
+
+
+class Ring:
+    """The twin's store of deleted neurons: a stack of at most INHERIT_DEPTH entries, the
+    most recent last (a push beyond that forgets the oldest; a new neuron pops the most
+    recent). ``newest`` follows the engine's slot arithmetic only to say in which slot of
+    the engine's ``dead_*`` arrays each entry should be found: the newest in slot
+    ``newest``, the one before in ``newest - 1`` (mod depth), ...; pushes go to the next
+    slot. ``pushed`` and ``popped`` count, for the tests' statistics."""
+
+    def __init__(self, depth=INHERIT_DEPTH, newest=0):
+        self.depth = depth
+        self.entries = []
+        self.newest = newest
+        self.pushed = 0
+        self.popped = 0
+
+    def push(self, entry):
+        self.entries.append(entry)
+        if len(self.entries) > self.depth:
+            del self.entries[0]
+        self.newest = (self.newest + 1) % self.depth
+        self.pushed += 1
+
+    def pop(self):
+        entry = self.entries.pop()
+        self.newest = (self.newest - 1) % self.depth
+        self.popped += 1
+        return entry
+
+    def slots(self):
+        """(slot, entry) of every stored entry, the most recent first."""
+        return [((self.newest - j) % self.depth, e) for j, e in enumerate(reversed(self.entries))]
+
+
+def dead_entry(state, i):
+    """What the ring keeps of neuron i of ``state``, deleted: input weights, output weights,
+    bias, self-connection, and with every other neuron alive (by id, in index order) the
+    weight from it to i (row i of Whh: ``in``) and from i to it (column i: ``out``)."""
+    others = np.arange(state["bh"].size) != i
+    return {
+        "Wxh": state["Wxh"][i].copy(),
+        "Wiy": state["Wiy"][:, i].copy(),
+        "bh": state["bh"][i],
+        "self": state["Whh"][i, i],
+        "partner_id": state["neuron_id"][others].copy(),
+        "in": state["Whh"][i, others].copy(),
+        "out": state["Whh"][others, i].copy(),
+    }
+
+
+def _appended(state, fresh, memory, cycle, new_id, multiplier, bh):
+    """``state`` with neuron N appended: ``fresh`` holds its Wxh row, Whh row (from the N
+    old neurons), Whh column (N + 1 entries, its self-connection last) and Why column; every
+    memory of it ``memory``; hidden state 0."""
+    n = state["bh"].size
+    vocab = state["by"].size
+    new = {k: v.copy() for k, v in state.items()}
+    for prefix, values in (("", fresh), ("mem_", None)):
+        if values is None:  # the memories: all fresh
+            values = {
+                "Wxh": np.full(vocab, memory),
+                "Whh_row": np.full(n, memory),
+                "Whh_column": np.full(n + 1, memory),
+                "Wiy": np.full(vocab, memory),
+            }
+        whh = np.zeros((n + 1, n + 1))
+        whh[:n, :n] = state[prefix + "Whh"]
+        whh[n, :n] = values["Whh_row"]
+        whh[:, n] = values["Whh_column"]
+        new[prefix + "Whh"] = whh
+        new[prefix + "Wxh"] = np.vstack([state[prefix + "Wxh"], values["Wxh"]])
+        new[prefix + "Wiy"] = np.column_stack([state[prefix + "Wiy"], values["Wiy"]])
+    for k, value in (
+        ("bh", bh),
+        ("mem_bh", memory),
+        ("multipliers", multiplier),
+        ("mem_multipliers", memory),
+        ("hidden", 0.0),
+    ):
+        new[k] = np.append(state[k], value)
+    new["neuron_id"] = np.append(state["neuron_id"], np.int64(new_id))
+    new["birth_cycle"] = np.append(state["birth_cycle"], np.int64(cycle))
+    return new
+
+
+def add_multiplier_neuron(state, stream, cycle, new_id, config):
+    """The first method's new neuron (REFERENCE.md): every new weight N(0, init_scale^2),
+    multiplier T_D, bias and hidden state 0. REFERENCE.md does not fix the order of the
+    draws; the engine (``_multiplier_connections``) draws the Wxh row, the Whh column (what
+    it sends to the N old neurons), the Whh row (what it receives, itself last), the Why
+    column; so does this twin. Returns (new state, birth event)."""
+    n = state["bh"].size
+    vocab = state["by"].size
+    scale = config.init_scale
+    wxh = stream.normals(vocab, scale)
+    column = stream.normals(n, scale)
+    row = stream.normals(n + 1, scale)
+    wiy = stream.normals(vocab, scale)
+    fresh = {
+        "Wxh": wxh,
+        "Whh_row": row[:n],
+        "Whh_column": np.append(column, row[n]),
+        "Wiy": wiy,
+    }
+    threshold = config.deletion_threshold
+    new = _appended(state, fresh, new_memory(config), cycle, new_id, threshold, 0.0)
+    return new, (cycle, new_id, BIRTH, 0, threshold)
+
+
+def inherit_neuron(state, entry, cycle, new_id, config):
+    """``state`` with neuron N appended from a stored ``entry``: its input and output
+    weights, bias, self-connection; with each neuron alive now, matched by id, the stored
+    weights if it was alive when ``entry`` died, else 0 (born since). Memories afresh,
+    hidden 0, multiplier T_D (first method) or 1.0 (later, unused). Returns (new state,
+    birth event); the event's strength is T_D, or under the later method the inherited
+    outgoing norm at the new N."""
+    n = state["bh"].size
+    where = {int(p): j for j, p in enumerate(entry["partner_id"])}
+    row, column = np.zeros(n), np.zeros(n)
+    for p, pid in enumerate(state["neuron_id"]):
+        j = where.get(int(pid))
+        if j is not None:
+            row[p] = entry["in"][j]
+            column[p] = entry["out"][j]
+    fresh = {
+        "Wxh": entry["Wxh"],
+        "Whh_row": row,
+        "Whh_column": np.append(column, entry["self"]),
+        "Wiy": entry["Wiy"],
+    }
+    if config.criterion == "multiplier":
+        multiplier = strength = config.deletion_threshold
+    else:
+        multiplier = 1.0
+        strength = 0.5 * (
+            _abs_sum(entry["Wiy"]) + RECURRENT_SCALE * _abs_sum(fresh["Whh_column"]) / (n + 1)
+        )
+    new = _appended(state, fresh, new_memory(config), cycle, new_id, multiplier, entry["bh"])
+    return new, (cycle, new_id, BIRTH, 0, strength)
+
+
+def add_variant_neuron(state, ring, stream, cycle, new_id, config):
+    """A new neuron: with ``inherit_deleted`` and a stored entry, the most recent one (no
+    draw); else the criterion's random neuron. Returns (new state, birth event)."""
+    if config.inherit_deleted and ring.entries:
+        return inherit_neuron(state, ring.pop(), cycle, new_id, config)
+    if config.criterion == "multiplier":
+        return add_multiplier_neuron(state, stream, cycle, new_id, config)
+    assert config.optimizer == "rmsprop", "add_outgoing_neuron gives RMSProp's memories"
+    return add_outgoing_neuron(state, stream, cycle, new_id, config)
+
+
+def order_candidates(candidates, state, strengths, order, keep):
+    """The below-threshold candidates (index order) in the order of ``deletion_order``: the
+    first ``keep`` are kept in reserve, the rest are tried in turn, in the order the name
+    says. "oldest" keeps the youngest (largest birth cycle) and tries the oldest first,
+    "youngest" the reverse, "weakest" keeps the strongest and tries the weakest first.
+    As the engine: a stable sort, most worth keeping first (ties in index order), then the
+    part beyond the reserve reversed."""
+    birth = state["birth_cycle"]
+    key = {
+        "oldest": lambda i: -int(birth[i]),
+        "youngest": lambda i: int(birth[i]),
+        "weakest": lambda i: -float(strengths[i]),
+    }[order]
+    ranked = sorted(candidates.tolist(), key=key)
+    return np.array(ranked[:keep] + ranked[keep:][::-1], dtype=np.int64)
+
+
+def variant_structure_step(state, ring, stream, cycle, next_id, config):
+    """The structure step of either criterion with ``deletion_order`` and
+    ``inherit_deleted``; returns (new state, events, next id) and updates ``ring``.
+
+    Multiplier floor (first method); strengths; below threshold = strength <= T_D. If more
+    than k are below: order them (``random``: Fisher-Yates as in
+    ``outgoing_structure_step``, one uniform per position from the last down; the other
+    orders draw nothing), keep the first k, try each of the rest in that order with one
+    uniform (< P_del: deleted; with ``inherit_deleted`` its connections are pushed, taken
+    from the network before any of this step's deletions). Addition as before, judged on
+    the strengths before the deletions: the P_add uniform only without a reserve, the
+    spontaneous one always, while N < capacity - 1 after the deletions."""
+    state = floored(state, config)
+    strengths = variant_strengths(state, config)
+    below = np.flatnonzero(strengths <= config.deletion_threshold)
+    k = config.keep_below
+    events = []
+    if below.size > k:
+        if config.deletion_order == "random":
+            candidates = below.copy()
+            for i in range(candidates.size - 1, 0, -1):
+                j = min(int(stream.uniform() * (i + 1)), i)
+                candidates[i], candidates[j] = candidates[j], candidates[i]
+        else:
+            candidates = order_candidates(below, state, strengths, config.deletion_order, k)
+        doomed = []
+        for i in candidates[k:]:
+            if stream.uniform() < config.delete_prob:
+                doomed.append(i)
+                age = cycle - state["birth_cycle"][i]
+                events.append((cycle, state["neuron_id"][i], DEATH, age, strengths[i]))
+                if config.inherit_deleted:
+                    ring.push(dead_entry(state, i))
+        if doomed:
+            state = delete(state, doomed)
+    if state["bh"].size < config.capacity - 1:
+        add = below.size < k and stream.uniform() < config.add_prob
+        if stream.uniform() < config.spontaneous_add_prob:
+            add = True
+        if add:
+            state, birth = add_variant_neuron(state, ring, stream, cycle, next_id, config)
+            events.append(birth)
+            next_id += 1
+    return state, events, next_id
+
+
+def engine_ring(net):
+    """The engine's stored entries, the most recent first, as (slot, entry) pairs in the
+    form of ``dead_entry``: slots NEWEST, NEWEST - 1, ... (mod depth), STORED of them."""
+    depth = net.dead_bh.size
+    out = []
+    for j in range(int(net.counters[STORED])):
+        slot = (int(net.counters[NEWEST]) - j) % depth
+        count = int(net.dead_partners[slot])
+        out.append(
+            (
+                slot,
+                {
+                    "Wxh": net.dead_Wxh[slot].copy(),
+                    "Wiy": net.dead_Wiy[slot].copy(),
+                    "bh": net.dead_bh[slot],
+                    "self": net.dead_self[slot],
+                    "partner_id": net.dead_partner_id[slot, :count].copy(),
+                    "in": net.dead_in[slot, :count].copy(),
+                    "out": net.dead_out[slot, :count].copy(),
+                },
+            )
+        )
+    return out
