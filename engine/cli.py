@@ -8,11 +8,14 @@ diverges is a result, not an error: it exits 0 with status ``diverged``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import datetime
 import json
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TextIO
@@ -176,6 +179,30 @@ def _calibration_text(rates: dict) -> str:
     return "; ".join(parts)
 
 
+def _cost_model_text(found) -> str:
+    """Where the dry-run's rates came from: the cost model, timed now, or both."""
+    from .costmodel import MAX_AGE_DAYS
+
+    path = found.path
+    home = str(Path.home())
+    if path.startswith(home + os.sep):
+        path = "~" + path[len(home) :]
+    parts = []
+    if found.timed_at:
+        days = sorted({datetime.date.fromtimestamp(t).isoformat() for t in found.timed_at.values()})
+        when = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+        parts.append(f"{len(found.timed_at)} from {path} (timed {when})")
+    if found.timed:
+        kept = f"not kept: {found.problem}" if found.problem else f"kept in {path}"
+        parts.append(f"{len(found.timed)} timed now ({kept})")
+    elif found.problem:
+        parts.append(found.problem)
+    return (
+        f"cost model: rates {'; '.join(parts)}; a rate is timed again after {MAX_AGE_DAYS} "
+        "days, or now with --recalibrate"
+    )
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from . import scheduler
 
@@ -187,7 +214,12 @@ def cmd_study(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         plan = scheduler.plan_study(
-            study, args.out, jobs=args.jobs, backend=args.backend, scheduler=args.scheduler
+            study,
+            args.out,
+            jobs=args.jobs,
+            backend=args.backend,
+            scheduler=args.scheduler,
+            recalibrate=args.recalibrate,
         )
         print(f"study {study.name} ({args.file}): {len(study.specs)} runs = {shape}")
         print(f"already stored in {args.out}: {plan.stored}; to run: {len(plan.todo)}")
@@ -200,6 +232,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                 f"estimated from short fixed-size runs timed on this machine at each "
                 f"expected N: {_calibration_text(plan.rates)}"
             )
+            print(_cost_model_text(plan.cost_model))
         return EXIT_OK
 
     line = ProgressLine(enabled=not args.quiet)
@@ -236,6 +269,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=progress,
             mix_builds=args.mix_builds,
+            recalibrate=args.recalibrate,
         )
     except (ConfigError, KeyboardInterrupt):
         raise
@@ -317,6 +351,43 @@ def cmd_results_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_results_adaptability(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import store
+    from .metrics import adaptability, adaptability_summary
+
+    if not Path(args.results).is_dir():
+        raise ConfigError(f"results directory {args.results!r} does not exist")
+    store.check_name(args.study)
+    by = [b.strip() for b in args.by.split(",") if b.strip()]
+    for key in by:
+        if key not in store.RUN_COLUMNS:
+            raise ConfigError(
+                f"--by {key!r} is not a column of runs; columns are {', '.join(store.RUN_COLUMNS)}"
+            )
+    frame = adaptability(
+        args.results, args.study, run_columns=list(dict.fromkeys(["condition", "task", *by]))
+    )
+    if frame.empty:
+        print(f"no runs with task switches stored in {args.results} for study {args.study!r}")
+        return EXIT_OK
+    table = adaptability_summary(frame, by)
+    columns = [*by, "n_runs"]
+    for name in [c[: -len("_median")] for c in table.columns if c.endswith("_median")]:
+        table[name] = [
+            f"{m:.4g} [{a:.4g}, {b:.4g}]"
+            for m, a, b in zip(
+                table[f"{name}_median"], table[f"{name}_q25"], table[f"{name}_q75"], strict=True
+            )
+        ]
+        columns.append(name)
+    with pd.option_context("display.width", 250, "display.max_columns", 100):
+        print("median [25th, 75th percentile] per group; definitions: engine/metrics.py")
+        print(table[columns].T.to_string(header=False))
+    return EXIT_OK
+
+
 # -- diffrnn figures -----------------------------------------------------------------------
 def cmd_figures(args: argparse.Namespace) -> int:
     if not Path(args.results).is_dir():
@@ -345,6 +416,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .costmodel import MAX_AGE_DAYS
 
     parser = _Parser(
         prog="diffrnn",
@@ -418,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add runs to a study stored by another build (compile target or versions)",
     )
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="time the study's rates (seconds per cycle) now instead of taking them from "
+        "the cost model (kept in DIFFRNN_CACHE_DIR or ~/.cache/diffrnn, re-timed after "
+        f"{MAX_AGE_DAYS} days)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=cmd_study)
 
@@ -441,6 +520,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results", metavar="RESULTS")
     s.add_argument("--study", default=None, help="only this study (default every study)")
     s.set_defaults(func=cmd_results_compact)
+    s = sub.add_parser(
+        "adaptability",
+        help="size and loss around task switches (easy-hard-easy, hard-easy, schedules): "
+        "median and IQR per group",
+    )
+    s.add_argument("results", metavar="RESULTS")
+    s.add_argument("--study", required=True, help="the study")
+    s.add_argument(
+        "--by",
+        default="condition",
+        metavar="COL[,COL]",
+        help="runs columns to group by (default condition)",
+    )
+    s.set_defaults(func=cmd_results_adaptability)
 
     p = commands.add_parser("figures", help="draw a study's figures")
     p.add_argument("results", metavar="RESULTS")
@@ -455,7 +548,40 @@ def _one_line(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``diffrnn`` console script; returns the exit status."""
+    """Entry point of the ``diffrnn`` console script; returns the exit status.
+
+    Called without ``argv`` (the console script, ``python -m engine``), it ends the process
+    itself when the command is done (``_end_process``)."""
+    code = _main(argv)
+    if argv is None:
+        _end_process(code)
+    return code
+
+
+def _end_process(code: int) -> None:
+    """End the process now, without the interpreter's own teardown.
+
+    After a command the interpreter spends 0.3-0.7 s tearing down Numba, LLVM, pandas and
+    pyarrow (bench/README.md, *The fixed cost*), and loky would wait for every idle worker
+    process to do the same. So: stop the workers (``scheduler.stop_workers``), run the exit
+    handlers (they remove joblib's semaphores and temporary folders), flush the output and
+    ``os._exit``. Only when nothing else runs in this process (the main thread alone):
+    otherwise this returns, and the interpreter ends as usual.
+    """
+    scheduler = sys.modules.get("engine.scheduler")
+    if scheduler is not None:
+        scheduler.stop_workers()
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None or threading.active_count() > 1:
+        return
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

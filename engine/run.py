@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +95,18 @@ def run_id(config: RunConfig, task: str, cycles: int, seed: int) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_ids(config: RunConfig, task: str, cycles: int, seeds: Sequence[int]) -> list[str]:
+    """``run_id`` of each seed, the same text hashed, with the config turned into JSON once:
+    a study file of thousands of runs (a dry-run) spent most of its expansion there."""
+    # run_id's text with sorted keys is {"config": ..., "cycles": ..., "seed": ..., "task": ...}
+    head = json.dumps({"config": config.identity(), "cycles": cycles}, sort_keys=True)[:-1]
+    tail = ', "task": ' + json.dumps(task) + "}"
+    return [
+        hashlib.sha256(f'{head}, "seed": {json.dumps(seed)}{tail}'.encode()).hexdigest()[:16]
+        for seed in seeds
+    ]
 
 
 def generators(seed: int) -> dict[str, np.random.Generator]:

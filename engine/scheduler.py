@@ -10,8 +10,12 @@ runs' time or less, progress moves every few seconds, and the small batches at t
 keep workers from idling while the last ones finish). Batches go to joblib (``loky`` processes by
 default, ``threading`` since the kernels release the GIL, or ``dask`` on an existing
 cluster); each finished batch comes back to this process, which alone writes the store.
-Kernels are compiled (or loaded from Numba's cache) here before any worker starts, so
-workers only read the cache.
+Kernels are compiled (or loaded from Numba's cache) here, once: loky workers start at the
+same time and import the engine, but wait for this process to have the kernels in the
+cache before they load them, so workers only read the cache.
+
+Batch sizes and estimates come from a cost model of seconds per cycle, timed on this
+machine and kept between invocations (``engine.costmodel``, ``study_rates``).
 
 Each run depends only on its config, task, cycles and seed, so the results are the same
 whatever the backend, the number of workers or the batching.
@@ -19,11 +23,13 @@ whatever the backend, the number of workers or the batching.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import math
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,9 +43,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from . import names
 from .config import ConfigError, RunConfig, check_field, field_names
+from .costmodel import CostModel, Key
 from .jit import ENGINE_VERSION, build_info
-from .run import MAX_CYCLES, RunResult, check_run_args, run, run_id, warm_up
+from .run import MAX_CYCLES, RunResult, check_run_args, kernel_variant, run, run_ids, warm_up
 from .state import EVENT_DTYPE, TRACE_DTYPE
 from .tasks import entropy_floor, parse_task, read_text_file
 
@@ -57,8 +65,11 @@ BATCHES_PER_WORKER = 3  # at least this many batches per worker when the study i
 # published results: about 7 neurons on easy, 27-35 on hard)
 EXPECTED_NEURONS = {"easy": 8, "hard": 30}
 EXPECTED_NEURONS_OTHER = 30
-# starting loky worker processes and loading the kernel cache in them (measured: 0.5-1 s)
-WORKER_START_SECONDS = 1.0
+# what starting loky workers adds to a study's wall time: each new process imports the
+# engine and loads the kernels, about 1.4 s of CPU; on 2 cores, beside this process's own
+# start, the fan-out began 1.3-1.5 s later than with one job (bench/README.md)
+WORKER_START_SECONDS = 1.5
+TIMING_REPEATS = 3  # a rate is the best of this many short timed runs
 
 
 class StudyError(ConfigError):
@@ -183,8 +194,7 @@ def _seeds(where: str, value: Any) -> tuple[int, ...]:
 
 def parse_study(data: dict[str, Any], where: str = "<study>") -> Study:
     """Validate a parsed study table and expand it into run specs (see module docstring)."""
-    from . import store  # not at module level: workers import this module, not pandas
-
+    # names are checked by engine.names, not engine.store: a dry-run must not import pandas
     for key in data:
         if key not in TOP_KEYS:
             raise _fail(where, f"unknown key {key!r}: allowed are {', '.join(TOP_KEYS)}")
@@ -192,7 +202,7 @@ def parse_study(data: dict[str, Any], where: str = "<study>") -> Study:
         raise _fail(where, "missing key 'name': the study's name, e.g. name = \"demo\"")
     name = data["name"]
     try:
-        store.check_name(name)
+        names.check_name(name)
     except ConfigError as error:
         raise _fail(where, f"name: {error}") from None
     description = data.get("description", "")
@@ -236,7 +246,7 @@ def parse_study(data: dict[str, Any], where: str = "<study>") -> Study:
         if key in params:
             raise _fail(where, f"[grid] {key} is also set in [params]: set it in one place")
 
-    raw_conditions = data.get("conditions", [{"name": store.DEFAULT_CONDITION}])
+    raw_conditions = data.get("conditions", [{"name": names.DEFAULT_CONDITION}])
     if not isinstance(raw_conditions, list) or not all(isinstance(c, dict) for c in raw_conditions):
         raise _fail(where, "conditions has the wrong type: expected [[conditions]] tables")
     if not raw_conditions:
@@ -247,7 +257,7 @@ def parse_study(data: dict[str, Any], where: str = "<study>") -> Study:
             raise _fail(where, f"[[conditions]] number {index} has no name")
         cname = table["name"]
         try:
-            store.check_name(cname, "condition name")
+            names.check_name(cname, "condition name")
         except ConfigError as error:
             raise _fail(where, f"[[conditions]] {error}") from None
         if cname in (c for c, _ in conditions):
@@ -288,8 +298,7 @@ def parse_study(data: dict[str, Any], where: str = "<study>") -> Study:
             except ConfigError as error:
                 raise _fail(where, f"{location}: {error}") from None
             _check_task(where, location, run_task, run_cycles, config, checked_tasks)
-            for seed in seeds:
-                rid = run_id(config, run_task, run_cycles, seed)
+            for seed, rid in zip(seeds, run_ids(config, run_task, run_cycles, seeds)):
                 if rid in owner:
                     raise _fail(
                         where,
@@ -340,12 +349,15 @@ def expected_neurons(spec: RunSpec) -> int:
     return max(config.hidden_size, min(guess, config.capacity - 1))
 
 
-def calibrate(specs: Sequence[RunSpec]) -> dict[tuple[str, int, int], float]:
-    """Seconds per cycle, measured here on short fixed-size runs at each expected N.
+def cost_keys(specs: Sequence[RunSpec]) -> list[Key]:
+    """The rates ``specs`` need: (dtype, seq_len, expected N) of each run."""
+    return sorted({(s.config.dtype, s.config.seq_len, expected_neurons(s)) for s in specs})
 
-    Kernels must be compiled already (``warm_up``). Costs well under a second in total.
-    """
-    keys = sorted({(s.config.dtype, s.config.seq_len, expected_neurons(s)) for s in specs})
+
+def time_rates(keys: Sequence[Key], repeats: int = TIMING_REPEATS) -> dict[Key, float]:
+    """Seconds per cycle of each key, timed here: the best of ``repeats`` short fixed-size
+    runs (about 70 ms each), so that a moment of load on the machine does not stay in the
+    cost model for a month. Kernels must be compiled already (``warm_up``)."""
     rates = {}
     for dtype, seq_len, neurons in keys:
         config = RunConfig(
@@ -358,16 +370,56 @@ def calibrate(specs: Sequence[RunSpec]) -> dict[tuple[str, int, int], float]:
         )
         cycles = int(min(2000, max(50, 8e7 / ((neurons * neurons + 100) * seq_len))))
         run(config, "hard", 5, 0)  # first touch of the buffers is not part of the rate
-        result = run(config, "hard", cycles, 0)
-        rates[(dtype, seq_len, neurons)] = result.train_seconds / max(1, result.cycles_done)
+        best = math.inf
+        for _ in range(max(1, repeats)):
+            result = run(config, "hard", cycles, 0)
+            best = min(best, result.train_seconds / max(1, result.cycles_done))
+        rates[(dtype, seq_len, neurons)] = best
     return rates
 
 
-def estimate_seconds(
-    specs: Sequence[RunSpec], rates: dict[tuple[str, int, int], float] | None = None
-) -> np.ndarray:
-    """Estimated compute seconds of each run (one core), from ``calibrate``'s rates."""
-    rates = calibrate(specs) if rates is None else rates
+def calibrate(specs: Sequence[RunSpec]) -> dict[Key, float]:
+    """Seconds per cycle at each rate ``specs`` need, timed now (no cost model)."""
+    return time_rates(cost_keys(specs))
+
+
+@dataclass
+class StudyRates:
+    """The rates a study needs, and where they came from."""
+
+    rates: dict[Key, float]  # seconds per cycle
+    timed: list[Key]  # timed by this call (missing, stale, or recalibrating)
+    timed_at: dict[Key, float]  # epoch seconds when each rate taken from the model was timed
+    path: str  # the cost model's file
+    problem: str = ""  # why the file could not be read or written ("" if fine)
+
+
+def study_rates(
+    specs: Sequence[RunSpec],
+    *,
+    recalibrate: bool = False,
+    before_timing: Callable[[], None] | None = None,
+) -> StudyRates:
+    """The rates ``specs`` need, from the cost model (``engine.costmodel``); only rates it
+    lacks, older than its MAX_AGE_DAYS, or all of them with ``recalibrate`` are timed (after
+    ``before_timing()``, once the kernels are loaded) and kept in it."""
+    model = CostModel()
+    found = model.lookup(cost_keys(specs), recalibrate=recalibrate)
+    rates = dict(found.rates)
+    if found.missing:
+        if before_timing is not None:
+            before_timing()
+        warm_up(tuple(sorted({dtype for dtype, _, _ in found.missing})))
+        timed = time_rates(found.missing)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        model.save(timed, load=load)
+        rates.update(timed)
+    return StudyRates(rates, found.missing, found.timed_at, str(model.path), model.problem)
+
+
+def estimate_seconds(specs: Sequence[RunSpec], rates: dict[Key, float] | None = None) -> np.ndarray:
+    """Estimated compute seconds of each run (one core), from the cost model's rates."""
+    rates = study_rates(specs).rates if rates is None else rates
     return np.array(
         [s.cycles * rates[(s.config.dtype, s.config.seq_len, expected_neurons(s))] for s in specs],
         dtype=float,
@@ -541,11 +593,13 @@ class StudyReport:
     errors: int = 0
     batches: int = 0
     seconds: float = 0.0  # wall time of the fan-out (after warm-up and calibration)
-    warm_up_seconds: float = 0.0  # warm-up, calibration, batching
+    warm_up_seconds: float = 0.0  # from the call to the fan-out: kernels, store, rates
     worker_seconds: float = 0.0  # sum of batch times measured inside the workers
     run_seconds: float = 0.0  # sum of the runs' own wall times
     peak_rss_kb: dict[int, int] = field(default_factory=dict)  # worker pid -> VmHWM
     rss_kb: dict[int, list[int]] = field(default_factory=dict)  # pid -> VmRSS per batch
+    # seconds from the call to the end of each part of the start and the end (run_study)
+    phases: dict[str, float] = field(default_factory=dict)
     compaction: Any = None  # store.CompactReport of the final compaction (None if stopped)
 
 
@@ -558,6 +612,7 @@ class Plan:
     estimated_seconds: float  # wall time, todo runs spread over the workers
     rates: dict[tuple[str, int, int], float]
     build_conflict: str = ""  # why running would stop: stored runs of another build
+    cost_model: StudyRates | None = None  # where the rates came from
 
 
 def _check_worker_build(outcome: BatchOutcome, current: dict) -> None:
@@ -635,27 +690,140 @@ def _warm_up_cluster(client, dtypes: tuple[str, ...]) -> None:
         ) from None
 
 
-def _worker_ready() -> int:
+def _dtypes(specs: Sequence[RunSpec]) -> tuple[tuple[str, str, str], ...]:
+    """The compiled variants the specs need (``run.kernel_variant``: dtype, criterion,
+    optimizer): each is its own machine code, compiled once in the parent by ``warm_up``."""
+    return tuple(sorted({kernel_variant(s.config) for s in specs}))
+
+
+def _nothing_stored(results: str | os.PathLike, study: str) -> bool:
+    """True when ``study`` surely has no stored run in ``results``: its ``runs`` partition
+    (``RESULTS/runs/study=NAME``, the store's documented layout) is absent or holds only
+    hidden files (temporaries). Lets a dry-run skip importing the store (pandas and
+    pyarrow, half a second) and a study start its workers before that import."""
+    try:
+        with os.scandir(os.path.join(results, "runs", f"study={study}")) as entries:
+            return all(entry.name.startswith(".") for entry in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False  # let the store look, and report what is wrong
+
+
+class _Gate:
+    """Where starting worker processes wait until this process has the kernels in the cache.
+
+    A file lock: this process holds it exclusively from the start; a worker blocks on a
+    shared lock of the same file until ``open``, then reads whether the kernels are ready
+    ("ok"). The system releases the lock if this process dies, and the file then does not
+    say "ok", so a worker never compiles on its own (Numba's cache is compiled here, once)."""
+
+    def __init__(self) -> None:
+        import fcntl
+
+        fd, self.path = tempfile.mkstemp(prefix="diffrnn-gate-")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            os.close(fd)
+            os.unlink(self.path)
+            raise
+        self._fd: int | None = fd
+
+    def open(self, kernels_ready: bool) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        try:
+            if kernels_ready:
+                os.write(self._fd, b"ok")
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def remove(self) -> None:
+        self.open(False)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def _wait_at_gate(path: str) -> bool:
+    """In a worker: wait until the study process opens the gate; True if kernels are ready."""
+    try:
+        import fcntl
+
+        with open(path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            return handle.read() == b"ok"
+    except (ImportError, OSError):
+        return False  # no file locks, or the gate is gone: load at the first batch instead
+
+
+def _worker_start(gate: str | None, dtypes: tuple) -> int:
+    """A loky worker's first task. Unpickling it imported the engine; the worker then
+    waits at the gate for the study process to have the kernels in the cache and loads
+    them, so that its first batch starts at once."""
+    if gate is not None and _wait_at_gate(gate):
+        warm_up(dtypes)
     return os.getpid()
 
 
-def _start_workers(workers: int) -> threading.Thread:
-    """Start the loky worker processes (they import this module, no kernel runs) while
-    this process compiles: joblib then reuses them for the fan-out."""
+class _WorkerStart:
+    """Start the loky worker processes while this process goes on.
 
-    def start() -> None:
+    In a thread: joblib starts ``workers`` processes, each imports the engine and waits at a
+    ``_Gate``; once this process has compiled (or loaded) the kernels (``kernels_ready``),
+    they load them from the cache, at the same time as this process checks the store.
+    The fan-out then reuses the same processes (joblib's reusable loky executor).
+    """
+
+    def __init__(self, workers: int, dtypes: tuple) -> None:
+        try:
+            self.gate: _Gate | None = _Gate()
+        except (ImportError, OSError):
+            self.gate = None  # no file locks here: workers load the kernels at their first batch
+        self.ready_at: float | None = None  # perf_counter when every worker had started
+        self.thread = threading.Thread(
+            target=self._start, args=(workers, dtypes), name="diffrnn-start-workers", daemon=True
+        )
+        self.thread.start()
+
+    def _start(self, workers: int, dtypes: tuple) -> None:
         from joblib import Parallel, delayed
 
+        gate = self.gate.path if self.gate is not None else None
         try:
             Parallel(n_jobs=workers, backend="loky")(
-                delayed(_worker_ready)() for _ in range(workers)
+                delayed(_worker_start)(gate, dtypes) for _ in range(workers)
             )
         except Exception:  # noqa: BLE001 - only a head start; the fan-out reports errors
             pass
+        self.ready_at = time.perf_counter()
 
-    thread = threading.Thread(target=start, name="diffrnn-start-workers", daemon=True)
-    thread.start()
-    return thread
+    def kernels_ready(self) -> None:
+        if self.gate is not None:
+            self.gate.open(True)
+
+    def join(self) -> None:
+        self.thread.join()
+
+    def close(self) -> None:
+        if self.gate is not None:
+            self.gate.remove()
+
+
+def stop_workers() -> None:
+    """Stop joblib's loky worker processes now, if any were started (idle once
+    ``run_study`` has returned: every batch is stored). At the interpreter's exit loky would
+    instead let each go through Python's own teardown, 0.5-1 s with the kernels loaded. A
+    later fan-out starts new ones."""
+    reusable = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(reusable, "_executor", None)  # joblib's process pool, once started
+    if executor is not None:
+        with contextlib.suppress(Exception):
+            executor.shutdown(wait=True, kill_workers=True)
 
 
 def plan_study(
@@ -665,23 +833,29 @@ def plan_study(
     jobs: int | None = None,
     backend: str = "loky",
     scheduler: str | None = None,
+    recalibrate: bool = False,
 ) -> Plan:
     """What ``run_study`` would do: runs stored, runs to do, estimated wall time.
 
-    The estimate times a short fixed-size run at each expected network size on this
-    machine (``calibrate``), so it says nothing about the speed of a remote cluster.
+    The estimate uses the cost model (``study_rates``: rates timed on this machine with
+    short fixed-size runs, kept between invocations), so it says nothing about the speed
+    of a remote cluster. With every rate known and nothing stored, it loads no kernels and
+    does not import the store.
     """
-    from . import store
-
     _check_backend(backend, scheduler)
-    stored_ids = store.stored_run_ids(results, study.name)
-    todo = [s for s in study.specs if s.run_id not in stored_ids]
     conflict = ""
-    if todo:
-        try:
-            store.check_build(results, study.name, build_info())
-        except store.StoreError as error:
-            conflict = str(error)
+    if _nothing_stored(results, study.name):
+        todo = list(study.specs)
+    else:
+        from . import store
+
+        stored_ids = store.stored_run_ids(results, study.name)
+        todo = [s for s in study.specs if s.run_id not in stored_ids]
+        if todo:
+            try:
+                store.check_build(results, study.name, build_info())
+            except store.StoreError as error:
+                conflict = str(error)
     if backend == "dask":
         client = _connect(scheduler)
         try:
@@ -690,12 +864,11 @@ def plan_study(
             client.close()
     else:
         workers = _workers(backend, jobs)
-    rates: dict = {}
+    found = StudyRates({}, [], {}, "")
     seconds = 0.0
     if todo:
-        warm_up(tuple(sorted({s.config.dtype for s in todo})))
-        rates = calibrate(todo)
-        costs = estimate_seconds(todo, rates)
+        found = study_rates(todo, recalibrate=recalibrate)
+        costs = estimate_seconds(todo, found.rates)
         batches = make_batches(todo, costs, workers)
         # greedy list scheduling of the batches on the workers
         loads = [0.0] * min(workers, len(batches))
@@ -707,7 +880,16 @@ def plan_study(
         seconds = max(loads) if loads else 0.0
         if backend == "loky" and workers > 1:
             seconds += WORKER_START_SECONDS
-    return Plan(study, len(study.specs) - len(todo), todo, workers, seconds, rates, conflict)
+    return Plan(
+        study,
+        len(study.specs) - len(todo),
+        todo,
+        workers,
+        seconds,
+        found.rates,
+        conflict,
+        found,
+    )
 
 
 ProgressCallback = Callable[[StudyProgress], None]
@@ -724,6 +906,7 @@ def run_study(
     progress: ProgressCallback | None = None,
     durable: bool = True,
     mix_builds: bool = False,
+    recalibrate: bool = False,
 ) -> StudyReport:
     """Run every run of ``study`` not yet stored in ``results``, storing each batch as it
     finishes. Safe to kill at any moment and to re-run (see ``engine.store``).
@@ -731,125 +914,187 @@ def run_study(
     Every run records its build (compile target and package versions). A study whose
     stored runs come from another build than this process's, or a worker that runs
     another build (a Dask worker with other packages or ``DIFFRNN_TARGET``), stops with
-    ``StoreError`` before storing anything of it, unless ``mix_builds``."""
-    from joblib import Parallel, delayed, parallel_config
+    ``StoreError`` before storing anything of it, unless ``mix_builds``.
 
-    from . import store
-
+    The fixed cost is overlapped with work where it can be (``bench/study_throughput.py``
+    measures it by part): loky workers start first, and import the engine while this
+    process loads the kernels; they load them while this process checks the store; the
+    rates come from the cost model (timed only when it lacks them, ``recalibrate``)."""
     _check_backend(backend, scheduler)
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ConfigError(f"batch_size = {batch_size!r} is out of range: allowed [1, inf)")
     results = str(results)
-    with store.study_lock(results, study.name):
-        store.clean_study(results, study.name)
-        stored_ids = store.stored_run_ids(results, study.name)
-        todo = [s for s in study.specs if s.run_id not in stored_ids]
-        skipped = len(study.specs) - len(todo)
-        current = build_info()
-        if todo and not mix_builds:
-            store.check_build(results, study.name, current)
-        client = _connect(scheduler) if backend == "dask" else None
-        try:
-            workers = _workers(backend, jobs, client)
-            state = StudyProgress(total=len(todo), skipped=skipped, workers=workers)
-            report = StudyReport(
-                study=study.name,
-                results=results,
-                total=len(study.specs),
-                skipped=skipped,
-                workers=workers,
-                backend=backend,
-            )
-            if not todo:
-                # a study stopped during its final compaction has nothing left to run
+    t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def mark(phase: str) -> None:
+        phases[phase] = time.perf_counter() - t0
+
+    started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    starting: _WorkerStart | None = None
+    loaded: tuple[tuple[str, str, str], ...] = ()  # kernel variants warmed up here
+    try:
+        if backend == "loky" and study.specs and _nothing_stored(results, study.name):
+            # a new study: every run is to do, so the workers can start before the store
+            # is even imported, and import the engine while this process loads the kernels
+            workers = _workers(backend, jobs)
+            if workers > 1:
+                loaded = _dtypes(study.specs)
+                starting = _WorkerStart(workers, loaded)
+                mark("workers_spawned")
+                warm_up(loaded)  # compile into the cache here, once, before any worker runs
+                starting.kernels_ready()
+                mark("kernels_loaded")
+        from joblib import Parallel, delayed, parallel_config
+
+        from . import store
+
+        mark("store_imported")
+        with store.study_lock(results, study.name):
+            store.clean_study(results, study.name)
+            stored_ids = store.stored_run_ids(results, study.name)
+            todo = [s for s in study.specs if s.run_id not in stored_ids]
+            skipped = len(study.specs) - len(todo)
+            current = build_info()
+            if todo and not mix_builds:
+                store.check_build(results, study.name, current)
+            mark("store_checked")
+            client = _connect(scheduler) if backend == "dask" else None
+            try:
+                workers = _workers(backend, jobs, client)
+                state = StudyProgress(total=len(todo), skipped=skipped, workers=workers)
+                report = StudyReport(
+                    study=study.name,
+                    results=results,
+                    total=len(study.specs),
+                    skipped=skipped,
+                    workers=workers,
+                    backend=backend,
+                    phases=phases,
+                )
+                if not todo:
+                    # a study stopped during its final compaction has nothing left to run
+                    report.compaction = store.compact_study(
+                        results, study.name, durable=durable, take_lock=False
+                    )
+                    if progress:
+                        progress(state)
+                    return report
+                dtypes = _dtypes(todo)
+                if starting is None and backend == "loky" and workers > 1:
+                    starting = _WorkerStart(workers, dtypes)
+                    mark("workers_spawned")
+                if set(dtypes) - set(loaded):
+                    warm_up(dtypes)  # compile into the cache here, once, before any worker runs
+                    mark("kernels_loaded")
+                if starting is not None:
+                    starting.kernels_ready()
+                if client is not None:
+                    _warm_up_cluster(client, dtypes)
+                # rates from the cost model; timing a missing one waits for the workers to
+                # have started: starting up on the other core slowed the timed runs by up to
+                # 2x, and the cost model would keep that for a month
+                rates = study_rates(
+                    todo,
+                    recalibrate=recalibrate,
+                    before_timing=starting.join if starting is not None else None,
+                ).rates
+                costs = estimate_seconds(todo, rates)
+                batches = make_batches(todo, costs, workers, batch_size)
+                cost_of = dict(zip((s.run_id for s in todo), costs, strict=True))
+                total_cost = float(np.sum(costs))
+                mark("rates_ready")
+                report.batches = len(batches)
+                state.remaining = total_cost / min(workers, len(batches))
+                if progress:
+                    progress(state)
+                if starting is not None:
+                    # one Parallel call at a time on joblib's executor; the workers are
+                    # about ready by now, having started first
+                    starting.join()
+                    if starting.ready_at is not None:
+                        phases["workers_ready"] = starting.ready_at - t0
+                report.warm_up_seconds = time.perf_counter() - t0
+
+                started = time.perf_counter()
+                done_cost = 0.0
+                config = (
+                    dict(backend="dask", client=client)
+                    if client is not None
+                    else dict(backend=backend)
+                )
+                n_jobs = -1 if client is not None else workers
+                with parallel_config(**config):
+                    parallel = Parallel(
+                        n_jobs=n_jobs,
+                        batch_size=1,
+                        pre_dispatch="2*n_jobs",
+                        return_as="generator_unordered",
+                    )
+                    mark("first_dispatch")
+                    for outcome in parallel(
+                        delayed(run_batch)(batch, os.getpid()) for batch in batches
+                    ):
+                        if "first_result" not in phases:
+                            mark("first_result")
+                        if not mix_builds:
+                            _check_worker_build(outcome, current)
+                        store.write_batch(results, study.name, outcome.items, durable=durable)
+                        # keep the number of files small while the study runs (few opens
+                        # for anyone reading the store meanwhile)
+                        store.merge_small_files(results, study.name, durable=durable)
+                        for _, result in outcome.items:
+                            state.done += 1
+                            state.diverged += result.status == "diverged"
+                            state.errors += result.status == "error"
+                            done_cost += cost_of[result.run_id]
+                            report.run_seconds += result.wall_seconds
+                        report.worker_seconds += outcome.seconds
+                        report.peak_rss_kb[outcome.pid] = max(
+                            outcome.peak_rss_kb, report.peak_rss_kb.get(outcome.pid, 0)
+                        )
+                        report.rss_kb.setdefault(outcome.pid, []).append(outcome.rss_kb)
+                        state.elapsed = time.perf_counter() - started
+                        left = total_cost - done_cost
+                        state.remaining = (
+                            state.elapsed * left / done_cost if done_cost > 0 else None
+                        )
+                        if progress:
+                            progress(state)
+                report.seconds = time.perf_counter() - started
+                mark("fan_out_done")
+                report.done, report.diverged, report.errors = (
+                    state.done,
+                    state.diverged,
+                    state.errors,
+                )
+                # every run is stored: one file per dataset, sorted by run id, for fast queries
                 report.compaction = store.compact_study(
                     results, study.name, durable=durable, take_lock=False
                 )
-                if progress:
-                    progress(state)
-                return report
-            t0 = time.perf_counter()
-            started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            starting = _start_workers(workers) if backend == "loky" and workers > 1 else None
-            dtypes = tuple(sorted({s.config.dtype for s in todo}))
-            warm_up(dtypes)  # compile into the cache here, once, before any worker runs
-            if client is not None:
-                _warm_up_cluster(client, dtypes)
-            if starting is not None:
-                starting.join()  # before timing the calibration runs: workers starting
-                # up on the other core slowed them by up to 2x and the time left with them
-            costs = estimate_seconds(todo)
-            batches = make_batches(todo, costs, workers, batch_size)
-            cost_of = dict(zip((s.run_id for s in todo), costs, strict=True))
-            total_cost = float(np.sum(costs))
-            report.warm_up_seconds = time.perf_counter() - t0
-            report.batches = len(batches)
-            state.remaining = total_cost / min(workers, len(batches))
-            if progress:
-                progress(state)
-
-            started = time.perf_counter()
-            done_cost = 0.0
-            config = (
-                dict(backend="dask", client=client) if client is not None else dict(backend=backend)
-            )
-            n_jobs = -1 if client is not None else workers
-            with parallel_config(**config):
-                parallel = Parallel(
-                    n_jobs=n_jobs,
-                    batch_size=1,
-                    pre_dispatch="2*n_jobs",
-                    return_as="generator_unordered",
+                mark("compacted")
+                store.write_session(
+                    results,
+                    study.name,
+                    dict(
+                        started_at=started_at,
+                        wall_seconds=time.perf_counter() - t0,
+                        warm_up_seconds=report.warm_up_seconds,
+                        runs_done=report.done,
+                        runs_skipped=skipped,
+                        runs_total=len(study.specs),
+                        workers=workers,
+                        backend=backend,
+                        engine_version=ENGINE_VERSION,
+                    ),
                 )
-                for outcome in parallel(
-                    delayed(run_batch)(batch, os.getpid()) for batch in batches
-                ):
-                    if not mix_builds:
-                        _check_worker_build(outcome, current)
-                    store.write_batch(results, study.name, outcome.items, durable=durable)
-                    # keep the number of files small while the study runs (few opens
-                    # for anyone reading the store meanwhile)
-                    store.merge_small_files(results, study.name, durable=durable)
-                    for _, result in outcome.items:
-                        state.done += 1
-                        state.diverged += result.status == "diverged"
-                        state.errors += result.status == "error"
-                        done_cost += cost_of[result.run_id]
-                        report.run_seconds += result.wall_seconds
-                    report.worker_seconds += outcome.seconds
-                    report.peak_rss_kb[outcome.pid] = max(
-                        outcome.peak_rss_kb, report.peak_rss_kb.get(outcome.pid, 0)
-                    )
-                    report.rss_kb.setdefault(outcome.pid, []).append(outcome.rss_kb)
-                    state.elapsed = time.perf_counter() - started
-                    left = total_cost - done_cost
-                    state.remaining = state.elapsed * left / done_cost if done_cost > 0 else None
-                    if progress:
-                        progress(state)
-            report.seconds = time.perf_counter() - started
-            report.done, report.diverged, report.errors = (state.done, state.diverged, state.errors)
-            # every run is stored: one file per dataset, sorted by run id, for fast queries
-            report.compaction = store.compact_study(
-                results, study.name, durable=durable, take_lock=False
-            )
-            store.write_session(
-                results,
-                study.name,
-                dict(
-                    started_at=started_at,
-                    wall_seconds=time.perf_counter() - t0,
-                    warm_up_seconds=report.warm_up_seconds,
-                    runs_done=report.done,
-                    runs_skipped=skipped,
-                    runs_total=len(study.specs),
-                    workers=workers,
-                    backend=backend,
-                    engine_version=ENGINE_VERSION,
-                ),
-            )
-            return report
-        finally:
-            if client is not None:
-                client.close()
+                mark("session_written")
+                return report
+            finally:
+                if client is not None:
+                    client.close()
+    finally:
+        if starting is not None:
+            starting.close()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import RunConfig, run, run_id, store
+from engine import ConfigError, RunConfig, run, run_id, store
 from engine.cli import main
 from engine.jit import build_info
 from engine.scheduler import (
@@ -565,3 +565,74 @@ def test_a_store_of_schema_1_reads_with_null_builds(reference, tmp_path):
     assert len(runs) == SMALL_RUNS and runs["compile_target"].isna().all()
     with pytest.raises(store.StoreError, match=r"unknown \(stored before schema 2"):
         store.check_build(out, "small", build_info())
+
+
+# -- start-up ------------------------------------------------------------------------------
+def test_study_names_follow_the_store_rule():
+    from engine import names
+
+    assert names.DEFAULT_CONDITION == store.DEFAULT_CONDITION
+    for name in ["demo", "a", "paper-fig1", "x.y_z+1", "9lives", "-x", "", "a b", "é", 5, None]:
+        try:
+            store.check_name(name)
+            by_store = True
+        except store.StoreError:
+            by_store = False
+        try:
+            names.check_name(name)
+            by_names = True
+        except ConfigError:
+            by_names = False
+        assert by_names == by_store, name
+    assert parse_study({"name": "n", "cycles": 10}).conditions == (store.DEFAULT_CONDITION,)
+
+
+def test_workers_wait_at_the_gate_until_the_kernels_are_ready():
+    """A starting worker loads kernels only once this process says they are in the cache;
+    a gate closed without that (this process failed or died) never lets it compile."""
+    import threading
+
+    from engine.scheduler import _Gate, _wait_at_gate
+
+    for ready in (True, False):
+        gate = _Gate()
+        answers: list[bool] = []
+
+        def wait(path: str, into: list[bool]) -> None:
+            into.append(_wait_at_gate(path))
+
+        waiting = threading.Thread(target=wait, args=(gate.path, answers))
+        waiting.start()
+        waiting.join(0.3)
+        assert waiting.is_alive() and answers == []  # held until opened
+        gate.open(ready)
+        waiting.join(10)
+        assert answers == [ready]
+        gate.remove()
+        assert not os.path.exists(gate.path) and _wait_at_gate(gate.path) is False
+
+
+def test_nothing_stored_is_told_without_the_store(small_file, reference, tmp_path):
+    from engine.scheduler import _nothing_stored
+
+    assert _nothing_stored(tmp_path / "none", "small")
+    assert not _nothing_stored(reference, "small") and _nothing_stored(reference, "other")
+    hidden = tmp_path / "runs" / "study=small"
+    hidden.mkdir(parents=True)
+    (hidden / ".part-x.parquet.tmp").write_bytes(b"")  # a temporary left by a kill
+    assert _nothing_stored(tmp_path, "small")
+    (hidden / "part-x.parquet").write_bytes(b"")
+    assert not _nothing_stored(tmp_path, "small")
+
+
+def test_run_ids_of_many_seeds_equal_run_id():
+    from engine.run import run_ids
+
+    seeds = [0, 1, 7, 2**63 - 1]
+    for config, task in [
+        (RunConfig(), "hard"),
+        (RunConfig(mode="fixed", hidden_size=27, dtype="float32"), "easy-hard-easy"),
+        (RunConfig(criterion="outgoing", delete_prob=0.1), 'file:dir/ä "quoted".txt'),
+    ]:
+        expected = [run_id(config, task, 12_345, seed) for seed in seeds]
+        assert run_ids(config, task, 12_345, seeds) == expected
