@@ -916,10 +916,10 @@ def run_study(
     another build (a Dask worker with other packages or ``DIFFRNN_TARGET``), stops with
     ``StoreError`` before storing anything of it, unless ``mix_builds``.
 
-    The fixed cost is overlapped with work where it can be (``bench/study_throughput.py``
-    measures it by part): loky workers start first, and import the engine while this
-    process loads the kernels; they load them while this process checks the store; the
-    rates come from the cost model (timed only when it lacks them, ``recalibrate``)."""
+    The start is overlapped where it can be (``bench/study_throughput.py`` times it by
+    part): loky workers start first and import the engine while this process loads the
+    kernels, then load them while this process checks the store; the rates come from the
+    cost model (timed only when it lacks them, or with ``recalibrate``)."""
     _check_backend(backend, scheduler)
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
