@@ -37,22 +37,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.costmodel import cpu_name
+
 HERE = Path(__file__).resolve().parent
 SIZES = (1, 10, 27, 50, 100)
 CRITERIA = ("multiplier", "outgoing")
 SEED = 1
 TARGET_RATIO_AT_27 = 1.15
 TARGET_COMPILE_GROWTH = 2.0  # seconds
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def constant_n_config(n: int, criterion: str):
@@ -261,7 +253,7 @@ def main() -> None:
     _child(["--compile-child", "outgoing"])
     data = {
         "machine": {
-            "cpu": _cpu(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "load": load,

@@ -65,6 +65,7 @@ import pandas as pd
 import pyarrow
 
 from engine import scheduler, store
+from engine.costmodel import cpu_name
 from engine.jit import ENGINE_VERSION, build_info
 from engine.run import RunResult
 from engine.state import BIRTH, DEATH, EVENT_DTYPE, TRACE_DTYPE
@@ -109,16 +110,6 @@ QUERIES = [
 
 
 # -- the machine ---------------------------------------------------------------------------
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -612,7 +603,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     data = {
         "machine": {
-            "cpu": _cpu(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "pandas": pd.__version__,

@@ -53,6 +53,7 @@ from pathlib import Path
 import numba
 
 from engine import scheduler, store
+from engine.costmodel import cpu_name
 from engine.jit import ENGINE_VERSION
 from engine.run import warm_up
 
@@ -64,16 +65,6 @@ EIGHT_HIDDEN = 27
 ROUNDS = 3
 TARGET_RATIO = 0.93  # issue 8: the study's 2-worker speed-up / the machine's own
 GRID_SEEDS = 20  # the 2,000-run dry-run: 10 x 10 grid points x 20 seeds
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _study(name: str, seeds: int, cycles: int) -> scheduler.Study:
@@ -557,7 +548,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     data = {
         "machine": {
-            "cpu": _cpu(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "numba": numba.__version__,

@@ -354,6 +354,22 @@ class RunConfig:
         return self.mode == "variable"
 
 
+def config_from_row(row: Any) -> RunConfig:
+    """The RunConfig stored in a runs row (a pandas row or a dict; every config field is its
+    own column; null where a field means nothing under the run's criterion)."""
+    values = {}
+    for name in field_names():
+        if name not in row:
+            continue
+        value = row[name]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        values[name] = value
+    return RunConfig.from_dict(values)
+
+
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(RunConfig))
 

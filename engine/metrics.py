@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, field_names
+from .config import config_from_row
 from .tasks import entropy_floor, parse_task
 
 TAIL = 0.10  # the last 10% of a phase: its "final" value
@@ -67,16 +67,10 @@ def settle_cycles(cycles: np.ndarray, losses: np.ndarray, start: int, end: int) 
     return float(cycles[close].min() - start)
 
 
-def _config(row: pd.Series) -> RunConfig:
-    values = {name: row[name] for name in field_names() if name in row.index}
-    values = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
-    return RunConfig.from_dict(values)
-
-
 def run_adaptability(row: pd.Series, trace: pd.DataFrame) -> dict[str, Any]:
     """The metrics of one run (its runs row and its trace records, in cycle order)."""
     phases = parse_task(row["task"], int(row["cycles"]))
-    config = _config(row)
+    config = config_from_row(row)
     ends = [p.start for p in phases[1:]] + [int(row["cycles"])]
     floors = [entropy_floor(p.task, config) for p in phases]
     cycles = trace["cycle"].to_numpy()

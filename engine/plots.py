@@ -44,7 +44,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, FuncFormatter, MaxNLocator
 
-from .config import RunConfig, field_names
+from .config import RunConfig, config_from_row, field_names
 from .tasks import entropy_floor, parse_task
 
 QUANTITIES = ("smoothed_loss", "neurons")
@@ -207,11 +207,7 @@ class GroupInfo:
 
 def config_of(row: pd.Series | dict) -> RunConfig:
     """The RunConfig stored in a runs row (every config field is its own column)."""
-    values = {}
-    for name in field_names():
-        if name in row and _clean(row[name]) is not None:
-            values[name] = _clean(row[name])
-    return RunConfig.from_dict(values)
+    return config_from_row(row)
 
 
 def phases_of(task: str, cycles: int, config: RunConfig):

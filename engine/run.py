@@ -90,17 +90,14 @@ def run_id(config: RunConfig, task: str, cycles: int, seed: int) -> str:
     """Stable id of a run: a hash of everything that determines its result (fields added
     since engine 0.2.0 count only when they differ from that version's behaviour, so that
     earlier ids stay valid: ``RunConfig.identity``)."""
-    text = json.dumps(
-        {"config": config.identity(), "task": task, "cycles": cycles, "seed": seed},
-        sort_keys=True,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return run_ids(config, task, cycles, [seed])[0]
 
 
 def run_ids(config: RunConfig, task: str, cycles: int, seeds: Sequence[int]) -> list[str]:
-    """``run_id`` of each seed, the same text hashed, with the config turned into JSON once:
-    a study file of thousands of runs (a dry-run) spent most of its expansion there."""
-    # run_id's text with sorted keys is {"config": ..., "cycles": ..., "seed": ..., "task": ...}
+    """``run_id`` of each seed: the hash of ``json.dumps({"config": config.identity(),
+    "task": task, "cycles": cycles, "seed": seed}, sort_keys=True)``, with the config turned
+    into JSON once (a study file of thousands of runs spent most of its expansion there)."""
+    # that text with sorted keys is {"config": ..., "cycles": ..., "seed": ..., "task": ...}
     head = json.dumps({"config": config.identity(), "cycles": cycles}, sort_keys=True)[:-1]
     tail = ', "task": ' + json.dumps(task) + "}"
     return [

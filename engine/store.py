@@ -49,7 +49,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import time
 import uuid
 import warnings
@@ -65,6 +64,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from . import names
 from .config import ADDED_FIELDS, ConfigError, field_names
 from .jit import build_info
 from .records import (
@@ -80,7 +80,7 @@ from .run import RunResult
 
 DATASETS = ("runs", "traces", "events")
 ADHOC_STUDY = "adhoc"
-DEFAULT_CONDITION = "default"
+DEFAULT_CONDITION = names.DEFAULT_CONDITION
 PARTITION = "study"
 # columns of ``runs`` that depend on the machine's speed, not on the run's config and seed
 TIMING_COLUMNS = ("wall_seconds", "cycles_per_second")
@@ -101,7 +101,6 @@ _KEYS = {
     "events": ["study", "run_id", "cycle", "neuron_id", "kind"],
 }
 CONFIG_NAMES = field_names()
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._+-]{0,99}")
 
 
 class StoreError(ConfigError):
@@ -109,13 +108,11 @@ class StoreError(ConfigError):
 
 
 def check_name(name: Any, what: str = "study name") -> str:
-    """Study and condition names: a letter, then letters, digits, '.', '_', '+' or '-'."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise StoreError(
-            f"{what} {name!r} is not allowed: a letter then up to 99 letters, "
-            "digits, '.', '_', '+' or '-'"
-        )
-    return name
+    """Study and condition names (``engine.names``' rule), refused with a StoreError."""
+    try:
+        return names.check_name(name, what)
+    except ConfigError as error:
+        raise StoreError(str(error)) from None
 
 
 # -- writing ------------------------------------------------------------------------------
