@@ -228,7 +228,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         if plan.todo:
             print(
                 f"estimated time: {format_duration(plan.estimated_seconds)} on "
-                f"{plan.workers} worker{'s' * (plan.workers != 1)} ({args.backend}); "
+                f"{plan.workers} worker{'s' * (plan.workers != 1)} ({plan.backend}); "
                 f"estimated from short fixed-size runs timed on this machine at each "
                 f"expected N: {_calibration_text(plan.rates)}"
             )
@@ -246,7 +246,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             print(
                 f"study {study.name}: {len(study.specs)} runs ({shape}); "
                 f"{state.skipped} already stored, {state.total} to run on "
-                f"{state.workers} worker{'s' * (state.workers != 1)} ({args.backend})",
+                f"{state.workers} worker{'s' * (state.workers != 1)} ({state.backend})",
                 file=sys.stderr,
             )
         if state.total == 0:
@@ -467,7 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RESULTS",
         help=f"results directory (default {DEFAULT_RESULTS})",
     )
-    p.add_argument("--backend", default="loky", choices=("loky", "threading", "dask"))
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "loky", "threading", "dask"),
+        help="where runs go: auto (default) = threads for a study of under about 2.5 "
+        "minutes of runs per worker, loky processes otherwise; the bits are the same",
+    )
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",

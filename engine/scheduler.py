@@ -57,7 +57,7 @@ DEFAULT_TASK = "hard"
 DEFAULT_CYCLES = 300_000
 MAX_SEED_COUNT = 1_000_000
 MAX_RUNS = 1_000_000
-BACKENDS = ("loky", "threading", "dask")
+BACKENDS = ("auto", "loky", "threading", "dask")
 MAX_BATCH_SECONDS = 5.0  # estimated work per batch: progress moves every few seconds
 MIN_BATCH_SECONDS = 1.0  # and dispatching a batch (~10-25 ms) stays near 1% of it
 BATCHES_PER_WORKER = 3  # at least this many batches per worker when the study is small
@@ -69,6 +69,12 @@ EXPECTED_NEURONS_OTHER = 30
 # engine and loads the kernels, about 1.4 s of CPU; on 2 cores, beside this process's own
 # start, the fan-out began 1.3-1.5 s later than with one job (bench/README.md)
 WORKER_START_SECONDS = 1.5
+# ``backend = "auto"`` (the default) runs a local study on threads (the kernels release the
+# GIL) when its runs come to less than this per worker by the cost model, and on loky
+# processes otherwise: a process start is paid where it is at most about 1% of the work,
+# and buys a study whose runs are long their own memory and a crash that takes down one
+# worker, not the study process. The bits are the same on every backend.
+AUTO_THREADS_BELOW_SECONDS = 150.0
 TIMING_REPEATS = 3  # a rate is the best of this many short timed runs
 
 
@@ -570,6 +576,7 @@ class StudyProgress:
     elapsed: float = 0.0
     remaining: float | None = None  # seconds, estimated
     workers: int = 1
+    backend: str = ""  # the backend the runs go to ("auto" resolved)
 
     @property
     def failed(self) -> int:
@@ -613,6 +620,7 @@ class Plan:
     rates: dict[tuple[str, int, int], float]
     build_conflict: str = ""  # why running would stop: stored runs of another build
     cost_model: StudyRates | None = None  # where the rates came from
+    backend: str = ""  # the backend it would run on ("auto" resolved)
 
 
 def _check_worker_build(outcome: BatchOutcome, current: dict) -> None:
@@ -639,6 +647,22 @@ def _check_backend(backend: str, scheduler: str | None) -> None:
         )
     if backend != "dask" and scheduler:
         raise ConfigError("--scheduler is only used with --backend dask")
+
+
+def choose_backend(backend: str, specs: Sequence[RunSpec], workers: int) -> str:
+    """The backend ``backend`` stands for: itself, unless it is ``"auto"``, which means
+    threads for one worker or for runs estimated under AUTO_THREADS_BELOW_SECONDS per
+    worker, and loky otherwise (also when the cost model lacks a rate the runs need: their
+    length is unknown, and timing it would cost more than the choice is worth)."""
+    if backend != "auto":
+        return backend
+    if workers <= 1 or not specs:
+        return "threading"
+    found = CostModel().lookup(cost_keys(specs))
+    if found.missing:
+        return "loky"
+    per_worker = float(np.sum(estimate_seconds(specs, found.rates))) / workers
+    return "threading" if per_worker < AUTO_THREADS_BELOW_SECONDS else "loky"
 
 
 def _workers(backend: str, jobs: int | None, client=None) -> int:
@@ -831,7 +855,7 @@ def plan_study(
     results: str | os.PathLike,
     *,
     jobs: int | None = None,
-    backend: str = "loky",
+    backend: str = "auto",
     scheduler: str | None = None,
     recalibrate: bool = False,
 ) -> Plan:
@@ -847,14 +871,14 @@ def plan_study(
     if _nothing_stored(results, study.name):
         todo = list(study.specs)
     else:
-        from . import store
+        from . import storefiles  # not the store: pandas alone would double a dry-run
 
-        stored_ids = store.stored_run_ids(results, study.name)
+        stored_ids = storefiles.stored_run_ids(results, study.name)
         todo = [s for s in study.specs if s.run_id not in stored_ids]
         if todo:
             try:
-                store.check_build(results, study.name, build_info())
-            except store.StoreError as error:
+                storefiles.check_build(results, study.name, build_info())
+            except storefiles.StoreError as error:
                 conflict = str(error)
     if backend == "dask":
         client = _connect(scheduler)
@@ -864,6 +888,7 @@ def plan_study(
             client.close()
     else:
         workers = _workers(backend, jobs)
+    backend = choose_backend(backend, todo, workers)
     found = StudyRates({}, [], {}, "")
     seconds = 0.0
     if todo:
@@ -889,6 +914,7 @@ def plan_study(
         found.rates,
         conflict,
         found,
+        backend,
     )
 
 
@@ -900,7 +926,7 @@ def run_study(
     results: str | os.PathLike,
     *,
     jobs: int | None = None,
-    backend: str = "loky",
+    backend: str = "auto",
     scheduler: str | None = None,
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
@@ -936,6 +962,8 @@ def run_study(
     starting: _WorkerStart | None = None
     loaded: tuple[tuple[str, str, str], ...] = ()  # kernel variants warmed up here
     try:
+        if backend == "auto" and study.specs and _nothing_stored(results, study.name):
+            backend = choose_backend(backend, study.specs, _workers(backend, jobs))
         if backend == "loky" and study.specs and _nothing_stored(results, study.name):
             # a new study: every run is to do, so the workers can start before the store
             # is even imported, and import the engine while this process loads the kernels
@@ -964,7 +992,10 @@ def run_study(
             client = _connect(scheduler) if backend == "dask" else None
             try:
                 workers = _workers(backend, jobs, client)
-                state = StudyProgress(total=len(todo), skipped=skipped, workers=workers)
+                backend = choose_backend(backend, todo, workers)
+                state = StudyProgress(
+                    total=len(todo), skipped=skipped, workers=workers, backend=backend
+                )
                 report = StudyReport(
                     study=study.name,
                     results=results,

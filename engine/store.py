@@ -77,11 +77,30 @@ from .records import (
     TRACES_SCHEMA,
 )
 from .run import RunResult
+from .storefiles import (  # noqa: F401 (the file layout and the light readers, re-exported)
+    BUILD_KEYS,
+    COVERS_PREFIX,
+    LIST_RETRIES,
+    MERGED_PREFIX,
+    PART_PREFIX,
+    PARTITION,
+    StoreError,
+    build_text,
+    check_build,
+    covers_path,
+    data_files,
+    file_level,
+    part_files,
+    same_build,
+    stored_builds,
+    stored_run_ids,
+    study_dirs,
+    unfinished_merges,
+)
 
 DATASETS = ("runs", "traces", "events")
 ADHOC_STUDY = "adhoc"
 DEFAULT_CONDITION = names.DEFAULT_CONDITION
-PARTITION = "study"
 # columns of ``runs`` that depend on the machine's speed, not on the run's config and seed
 TIMING_COLUMNS = ("wall_seconds", "cycles_per_second")
 
@@ -101,10 +120,6 @@ _KEYS = {
     "events": ["study", "run_id", "cycle", "neuron_id", "kind"],
 }
 CONFIG_NAMES = field_names()
-
-
-class StoreError(ConfigError):
-    """A bad store argument (unknown column, bad study name); one line."""
 
 
 def check_name(name: Any, what: str = "study name") -> str:
@@ -263,99 +278,12 @@ def load_sessions(results: str | os.PathLike, study: str | None = None) -> pd.Da
 
 
 # -- discovery ------------------------------------------------------------------------------
-PART_PREFIX = "part-"  # one batch's file (level 0)
-MERGED_PREFIX = "merged-"  # merged-<level>-<time>-<uuid>.parquet
-COVERS_PREFIX = ".covers-"  # .covers-<merged file name>.json: what a merge replaces
 MERGE_FANIN = 16  # this many files of one level are merged into one of the next level
 COMPACT_LEVEL = 9  # the level of a study's fully compacted files (merges stop below it)
 # rows per row group of merged files: small enough that a filter on a few run ids reads
 # little more than their rows (16,384 trace rows = 164 runs of 100 records), large enough
 # that a full read is not slowed by per-group overhead
 ROW_GROUP_ROWS = {"runs": 65_536, "traces": 16_384, "events": 16_384}
-LIST_RETRIES = 5  # a merge may delete a listed file before it is read: list again
-
-
-def _is_part(path: Path) -> bool:
-    name = path.name
-    return (
-        name.startswith((PART_PREFIX, MERGED_PREFIX))
-        and name.endswith(".parquet")
-        and path.is_file()
-    )
-
-
-def file_level(path: Path | str) -> int:
-    """0 for a batch's part file, the merge level for a merged file."""
-    name = Path(path).name
-    if name.startswith(MERGED_PREFIX):
-        return int(name.split("-")[1])
-    return 0
-
-
-def _study_dirs(root: Path, dataset: str, study: str | Sequence[str] | None) -> list[Path]:
-    base = root / dataset
-    if not base.is_dir():
-        return []
-    if study is None:
-        return sorted(
-            p for p in base.iterdir() if p.is_dir() and p.name.startswith(f"{PARTITION}=")
-        )
-    names = [study] if isinstance(study, str) else list(study)
-    return [
-        base / f"{PARTITION}={name}" for name in names if (base / f"{PARTITION}={name}").is_dir()
-    ]
-
-
-def _covers_path(merged: Path) -> Path:
-    return merged.parent / f"{COVERS_PREFIX}{merged.name}.json"
-
-
-def _unfinished_merges(directory: Path, names: set[str]) -> dict[str, list[str]]:
-    """{merged file name: names it replaces} for merges whose list is still on disk and
-    whose merged file is in place (the replaced files may or may not be gone yet)."""
-    out = {}
-    for name in names:
-        if not (name.startswith(COVERS_PREFIX) and name.endswith(".json")):
-            continue
-        merged = name[len(COVERS_PREFIX) : -len(".json")]
-        if merged not in names:
-            continue  # killed before the rename: the merge never happened
-        try:
-            covered = json.loads((directory / name).read_text())
-        except (OSError, ValueError):
-            continue  # deleted meanwhile (the merge finished), or unreadable
-        if isinstance(covered, list):
-            out[merged] = [str(c) for c in covered]
-    return out
-
-
-def _data_files(directory: Path) -> list[Path]:
-    """The files of one study's dataset that hold its rows, each row once: temporaries,
-    stray files and files already replaced by a merge left out; name order."""
-    try:
-        names = set(os.listdir(directory))
-    except FileNotFoundError:
-        return []
-    covered: set[str] = set()
-    if any(n.startswith(COVERS_PREFIX) for n in names):
-        for replaced in _unfinished_merges(directory, names).values():
-            covered.update(replaced)
-    return [
-        directory / n
-        for n in sorted(names - covered)
-        if n.startswith((PART_PREFIX, MERGED_PREFIX)) and n.endswith(".parquet")
-    ]
-
-
-def part_files(
-    results: str | os.PathLike, dataset: str, study: str | Sequence[str] | None = None
-) -> list[Path]:
-    """The stored files of a dataset (temporaries, stray files and files a merge has
-    replaced excluded), name order."""
-    files = []
-    for directory in _study_dirs(Path(results), dataset, study):
-        files.extend(_data_files(directory))
-    return files
 
 
 def _with_old_names(dataset: str, schema: pa.Schema) -> pa.Schema:
@@ -448,54 +376,6 @@ def _read(
     raise StoreError(f"{root / dataset}: files kept changing while being read; try again")
 
 
-def stored_run_ids(results: str | os.PathLike, study: str) -> set[str]:
-    """Ids of the runs stored for ``study`` (a run is stored once its runs row exists)."""
-    root = Path(results)
-    table = _read(root, "runs", study, ["run_id"], None)
-    return set(table.column("run_id").to_pylist())
-
-
-BUILD_KEYS = ("engine_version", *BUILD_COLUMNS)  # what names a build (engine.jit.build_info)
-
-
-def same_build(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in BUILD_KEYS)
-
-
-def build_text(build: dict) -> str:
-    """One line naming a build: its compile target and versions."""
-    target = build.get("compile_target") or "unknown (stored before schema 2: host CPU)"
-    return (
-        f"compile target {target}, engine {build.get('engine_version')}, "
-        f"numba {build.get('numba_version')}, llvmlite {build.get('llvmlite_version')}, "
-        f"numpy {build.get('numpy_version')}"
-    )
-
-
-def stored_builds(results: str | os.PathLike, study: str) -> list[dict]:
-    """The distinct builds (compile target and versions) of a study's stored runs."""
-    root = Path(results)
-    table = _read(root, "runs", study, list(BUILD_KEYS), None)
-    if table.num_rows == 0:
-        return []
-    frame = table.to_pandas().drop_duplicates()
-    return [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")
-    ]
-
-
-def check_build(results: str | os.PathLike, study: str, current: dict) -> None:
-    """Refuse to add runs of build ``current`` to a study stored by another build: its
-    runs would not be the same bits as the stored ones (``--mix-builds`` allows it)."""
-    for build in stored_builds(results, study):
-        if not same_build(build, current):
-            raise StoreError(
-                f"{results}: study {study} has runs made by another build ({build_text(build)}) "
-                f"than this one ({build_text(current)}), so the same run would give other "
-                "bits; use a new results directory, or --mix-builds to add runs anyway"
-            )
-
-
 def _remove(path: Path) -> bool:
     try:
         path.unlink()
@@ -513,7 +393,7 @@ def _finish_merges(directory: Path) -> int:
     except FileNotFoundError:
         return 0
     removed = 0
-    for replaced in _unfinished_merges(directory, names).values():
+    for replaced in unfinished_merges(directory, names).values():
         removed += sum(_remove(directory / name) for name in replaced)
     if removed:
         _fsync_dir(directory)
@@ -553,10 +433,10 @@ def clean_study(results: str | os.PathLike, study: str, *, min_age: float = 0.0)
         for path in directory.iterdir():
             if path.name.startswith(".") and path.name.endswith(".tmp") and old_enough(path):
                 removed += _remove(path)
-    runs_names = {p.name for p in _data_files(root / "runs" / partition)}
+    runs_names = {p.name for p in data_files(root / "runs" / partition)}
     stored: set[str] | None = None
     for dataset in ("traces", "events"):
-        for path in _data_files(root / dataset / partition):
+        for path in data_files(root / dataset / partition):
             if not path.name.startswith(PART_PREFIX) or path.name in runs_names:
                 continue
             if stored is None:
@@ -585,7 +465,7 @@ def _merge(directory: Path, dataset: str, files: list[Path], level: int, durable
     name = f"{MERGED_PREFIX}{level}-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
     final = directory / name
     temporary = directory / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-    covers = _covers_path(final)
+    covers = covers_path(final)
     try:
         with open(temporary, "wb") as handle:
             pq.write_table(table, handle, row_group_size=ROW_GROUP_ROWS[dataset])
@@ -633,7 +513,7 @@ def merge_small_files(
         directory = Path(results) / dataset / partition
         while True:
             levels: dict[int, list[Path]] = {}
-            for path in _data_files(directory):
+            for path in data_files(directory):
                 levels.setdefault(file_level(path), []).append(path)
             full = [
                 level
@@ -689,7 +569,7 @@ def compact_study(
         report.cleaned = clean_study(results, study)
         for dataset in ("traces", "events", "runs"):  # runs last, as a batch is written
             directory = Path(results) / dataset / partition
-            files = _data_files(directory)
+            files = data_files(directory)
             report.files_before[dataset] = len(files)
             report.bytes_before[dataset] = _size(files)
             if len(files) > 1 or (files and file_level(files[0]) != COMPACT_LEVEL):
@@ -705,7 +585,7 @@ def stored_studies(results: str | os.PathLike) -> list[str]:
     """Names of the studies with a directory in any dataset."""
     names = set()
     for dataset in DATASETS:
-        for directory in _study_dirs(Path(results), dataset, None):
+        for directory in study_dirs(Path(results), dataset, None):
             names.add(directory.name.split("=", 1)[1])
     return sorted(names)
 

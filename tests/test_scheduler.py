@@ -17,9 +17,13 @@ import pytest
 
 from engine import ConfigError, RunConfig, run, run_id, store
 from engine.cli import main
+from engine.costmodel import CostModel
 from engine.jit import build_info
 from engine.scheduler import (
+    AUTO_THREADS_BELOW_SECONDS,
     StudyError,
+    choose_backend,
+    cost_keys,
     load_study,
     make_batches,
     parse_study,
@@ -381,6 +385,50 @@ def test_resume_skips_stored_runs_and_plan_counts_them(small_file, reference, tm
     fresh = plan_study(study, tmp_path / "fresh", jobs=2)
     assert fresh.stored == 0 and len(fresh.todo) == SMALL_RUNS and fresh.workers == 2
     assert 0 < fresh.estimated_seconds < 60 and fresh.rates
+
+
+def test_dry_run_of_a_stored_study_reads_the_store_without_pandas(small_file, reference):
+    """The stored-run and build checks of a dry-run use pyarrow.parquet alone: pandas (and
+    pyarrow.dataset, which imports it) would add half a second to every dry-run."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from engine.scheduler import load_study, plan_study
+        plan = plan_study(load_study({str(small_file)!r}), {str(reference)!r}, jobs=2)
+        assert plan.stored == {SMALL_RUNS} and plan.todo == [], plan
+        heavy = [m for m in ("pandas", "pyarrow.dataset") if m in sys.modules]
+        assert not heavy, heavy
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+
+
+def test_auto_backend_threads_for_short_studies_processes_for_long_ones(
+    small_file, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DIFFRNN_CACHE_DIR", str(tmp_path / "cache"))
+    specs = load_study(small_file).specs
+    for named in ("loky", "threading", "dask"):
+        assert choose_backend(named, specs, 2) == named
+    assert choose_backend("auto", specs, 1) == "threading"  # one worker: no process to start
+    assert choose_backend("auto", specs, 2) == "loky"  # length unknown: the cost model is empty
+    rate = 1e-5  # seconds per cycle
+    CostModel().save({key: rate for key in cost_keys(specs)})
+    work = sum(s.cycles for s in specs) * rate
+    assert work / 2 < AUTO_THREADS_BELOW_SECONDS
+    assert choose_backend("auto", specs, 2) == "threading"
+    long_runs = [
+        dataclasses.replace(s, cycles=int(3 * AUTO_THREADS_BELOW_SECONDS / rate)) for s in specs
+    ]
+    assert choose_backend("auto", long_runs, 2) == "loky"
+    assert choose_backend("auto", long_runs, 4 * len(long_runs)) == "threading"
+    # a study and its dry-run say which backend "auto" chose
+    plan = plan_study(load_study(small_file), tmp_path / "out", jobs=2)
+    assert plan.backend == "threading"
+    report = run_study(load_study(small_file), tmp_path / "out", jobs=2)
+    assert report.backend == "threading" and report.done == len(specs)
+    assert store.load_sessions(tmp_path / "out").loc[0, "backend"] == "threading"
 
 
 def test_a_run_that_raises_is_stored_as_error(small_file, tmp_path):
