@@ -297,6 +297,47 @@ def test_spearman_and_bootstrap_are_reproducible():
     assert first[1] <= first[0] <= first[2]
 
 
+def test_question_intervals_and_capacity_note_by_hand():
+    """A setting whose every seed has the same values has intervals of zero width; a noisy
+    one's straddle its median; runs at capacity - 1 neurons are named."""
+    module = load_script()
+
+    def runs(condition, excess, shrinkage, n_hard):
+        return pd.DataFrame(
+            dict(
+                criterion="outgoing",
+                condition=condition,
+                deletion_order="random",
+                inherit_deleted=False,
+                hard_excess=excess,
+                shrinkage=shrinkage,
+                n_phase2=n_hard,
+                capacity=100,
+            )
+        )
+
+    frame = pd.concat(
+        [
+            runs("published", [0.5] * 6, [0.8] * 6, [40] * 6),
+            runs("same", [0.5] * 6, [0.6] * 6, [40] * 6),
+            runs("noisy", [0.2, 0.4, 0.5, 0.6, 0.8, 1.0], [0.1, 0.4, 0.6, 0.7, 0.9, 1.0], 99),
+        ],
+        ignore_index=True,
+    )
+    ref, same, noisy = (
+        frame[frame["condition"] == c].iloc[0] for c in ("published", "same", "noisy")
+    )
+    assert module.setting_intervals(frame, same, ref, "t") == pytest.approx((1.0, 0.6, 0.6))
+    upper, low, high = module.setting_intervals(frame, noisy, ref, "t")
+    median_ratio = np.median(1 + np.array([0.2, 0.4, 0.5, 0.6, 0.8, 1.0])) / 1.5
+    assert upper > median_ratio and low < 0.65 < high
+    assert (upper, low, high) == module.setting_intervals(frame, noisy, ref, "t")
+    data = module.Data({}, pd.DataFrame(), frame, pd.DataFrame(), pd.DataFrame())
+    (note, _blank) = module.capacity_note(data)
+    assert note.startswith("Capacity: 6 of 18 runs") and "`noisy` (6)" in note
+    assert "`same`" not in note and "99 neurons" in note
+
+
 def test_one_study_stored(results, design, tmp_path):
     partial = tmp_path / "results"
     shutil.copytree(results, partial)
