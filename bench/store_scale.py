@@ -623,7 +623,10 @@ def main() -> None:
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # a run of some sizes only keeps the full table beside it
     suffix = "-quick" if args.quick else ""
+    if args.sizes and not args.quick:
+        suffix = "-" + "-".join(str(entry["runs"]) for entry in entries)
     (out / f"store_scale{suffix}.md").write_text(text)
     (out / f"store_scale{suffix}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     print(f"written to {out}/store_scale{suffix}.md and .json", file=sys.stderr)

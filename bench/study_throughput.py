@@ -284,7 +284,8 @@ def eight_runs(rounds: int, cycles: int, root: Path) -> dict:
         row = {"single": plain_runs(1, cycles), "pair": plain_runs(2, cycles)}
         for name, options in (
             ("jobs1", ["--jobs", "1"]),
-            ("jobs2", ["--jobs", "2"]),
+            ("jobs2", ["--jobs", "2"]),  # the default backend, auto
+            ("loky", ["--jobs", "2", "--backend", "loky"]),
             ("threading", ["--jobs", "2", "--backend", "threading"]),
         ):
             out = root / f"eight-{index}-{name}"
@@ -292,11 +293,14 @@ def eight_runs(rounds: int, cycles: int, root: Path) -> dict:
             shutil.rmtree(out, ignore_errors=True)
         row["speedup"] = row["jobs1"]["wall"] / row["jobs2"]["wall"]
         row["speedup_threading"] = row["jobs1"]["wall"] / row["threading"]["wall"]
+        row["speedup_loky"] = row["jobs1"]["wall"] / row["loky"]["wall"]
         row["yardstick"] = 2 * row["single"]["wall"] / row["pair"]["wall"]
         rows.append(row)
         print(
             f"round {index + 1}: jobs 1 {row['jobs1']['wall']:.2f} s, jobs 2 "
-            f"{row['jobs2']['wall']:.2f} s ({row['speedup']:.3f}x), threads "
+            f"{row['jobs2']['wall']:.2f} s ({row['speedup']:.3f}x, "
+            f"{row['jobs2']['report'].get('backend')}), loky {row['loky']['wall']:.2f} s "
+            f"({row['speedup_loky']:.3f}x), threads "
             f"{row['threading']['wall']:.2f} s ({row['speedup_threading']:.3f}x); plain 1 "
             f"{row['single']['wall']:.2f} s, 2 {row['pair']['wall']:.2f} s "
             f"({row['yardstick']:.3f}x)",
@@ -305,6 +309,7 @@ def eight_runs(rounds: int, cycles: int, root: Path) -> dict:
     best1 = min((r["jobs1"] for r in rows), key=lambda r: r["wall"])
     best2 = min((r["jobs2"] for r in rows), key=lambda r: r["wall"])
     best_threads = min((r["threading"] for r in rows), key=lambda r: r["wall"])
+    best_loky = min((r["loky"] for r in rows), key=lambda r: r["wall"])
     single = min(r["single"]["wall"] for r in rows)
     pair = min(r["pair"]["wall"] for r in rows)
     run_single = min(r["single"]["run_seconds"][0] for r in rows)
@@ -318,6 +323,9 @@ def eight_runs(rounds: int, cycles: int, root: Path) -> dict:
         "best_jobs1": best1,
         "best_jobs2": best2,
         "best_threading": best_threads,
+        "best_loky": best_loky,
+        "speedup_loky": best1["wall"] / best_loky["wall"],
+        "ratio_loky": best1["wall"] / best_loky["wall"] / yardstick,
         "speedup": speedup,
         "speedup_threading": best1["wall"] / best_threads["wall"],
         "ratio_threading": best1["wall"] / best_threads["wall"] / yardstick,
@@ -404,8 +412,11 @@ def render_fixed_cost(eight: dict, dry: dict) -> list[str]:
         "",
         "| | 1 | 2 | speed-up |",
         "|---|---|---|---|",
-        f"| `diffrnn study --jobs N` (8 runs) | {one['wall']:.2f} | {two['wall']:.2f} | "
+        f"| `diffrnn study --jobs N` (8 runs; the default backend, auto: "
+        f"{two['report'].get('backend')}) | {one['wall']:.2f} | {two['wall']:.2f} | "
         f"{eight['speedup']:.3f}x |",
+        f"| `diffrnn study --jobs N --backend loky` | {one['wall']:.2f} | "
+        f"{eight['best_loky']['wall']:.2f} | {eight['speedup_loky']:.3f}x |",
         f"| `diffrnn study --jobs N --backend threading` | {one['wall']:.2f} | "
         f"{eight['best_threading']['wall']:.2f} | {eight['speedup_threading']:.3f}x |",
         f"| plain processes side by side (1 run each) | {eight['plain_single']:.2f} | "
@@ -416,14 +427,15 @@ def render_fixed_cost(eight: dict, dry: dict) -> list[str]:
         f"Study speed-up / the machine's: **{eight['ratio']:.3f}** (target "
         f"{eight['target']}; against the runs alone {eight['ratio_in_run']:.3f}); by round: "
         + ", ".join(f"{r:.3f}" for r in eight["ratios_by_round"])
-        + f". With the threading backend: {eight['ratio_threading']:.3f}.",
+        + f". With loky named: {eight['ratio_loky']:.3f}; with threading named: "
+        f"{eight['ratio_threading']:.3f}.",
         "",
         "When each part of the best invocations ended (seconds from the launch):",
         "",
-        "| part | --jobs 1 | --jobs 2 | --jobs 2, threading |",
-        "|---|---|---|---|",
+        "| part | --jobs 1 | --jobs 2 (auto) | --jobs 2, loky | --jobs 2, threading |",
+        "|---|---|---|---|---|",
     ]
-    invocations = (one, two, eight["best_threading"])
+    invocations = (one, two, eight["best_loky"], eight["best_threading"])
     for key, label in STUDY_PARTS:
         if any(key in i["marks"] for i in invocations):
             cells = [f"{i['marks'][key]:.2f}" if key in i["marks"] else "" for i in invocations]

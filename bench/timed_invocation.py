@@ -56,6 +56,7 @@ def main() -> int:
             record["report"] = {
                 "runs_done": report.done,
                 "workers": report.workers,
+                "backend": report.backend,
                 "batches": report.batches,
                 "run_seconds": report.run_seconds,
                 "worker_seconds": report.worker_seconds,
