@@ -526,14 +526,16 @@ def choose_deletions(strengths, config, draws):
 def addition_drawn(n_below, config, draws):
     """REFERENCE.md step 3: add if (more than n - k are above threshold, i.e. fewer than k
     are below, and a uniform < P_add) or a second, separate uniform < spontaneous_add_prob.
-    Both uniforms are always consumed, the P_add one first. ``n_below`` counts the group
-    before its deletions (REFERENCE-LATER.md: strengths not recomputed after them); as
-    deletions leave at least k below, "fewer than k below" is the same before and after."""
-    u_add = draws.uniform()
-    u_spontaneous = draws.uniform()
-    return (n_below < config.keep_below and u_add < config.add_prob) or (
-        u_spontaneous < config.spontaneous_add_prob
-    )
+    As the recurrent engine's structure step (``engine.structure``), so that the compiled
+    step can serve both models: the P_add uniform is consumed only when fewer than k are
+    below, and before the spontaneous one, which is always consumed. ``n_below`` counts
+    the group before its deletions (REFERENCE-LATER.md: strengths not recomputed after
+    them); as deletions leave at least k below, "fewer than k below" is the same before
+    and after."""
+    add = n_below < config.keep_below and draws.uniform() < config.add_prob
+    if draws.uniform() < config.spontaneous_add_prob:
+        add = True
+    return add
 
 
 def delete_neurons(state, b, positions):
@@ -663,8 +665,11 @@ def structure_step(state, config, draws):
       for each block, in order:
         if more than k neurons are below: (n_below - 1) uniforms for the shuffle, then
           one uniform per candidate beyond the k kept, in shuffled order;
-        if n_b < capacity - 1: two uniforms (P_add, then spontaneous); if a neuron is
-          added, 2 S normals (its W1 row, then its W2 column);
+        if n_b < capacity - 1 (``addition_drawn``): when fewer than k neurons were below
+          (counted before the deletions), one uniform for P_add; then, always, one
+          uniform for the spontaneous addition (so two uniforms, P_add first, with fewer
+          than k below, one with k or more below); if a neuron is added, 2 S normals (its
+          W1 row, then its W2 column); at n_b >= capacity - 1 no uniform and no normal;
       then for the blocks: the same, with K and max_blocks (a new block's 2 S normals).
     """
     p = state.params

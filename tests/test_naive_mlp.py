@@ -22,6 +22,7 @@ from naive_mlp import (
     MLPConfig,
     add_block,
     add_neuron,
+    addition_drawn,
     backward,
     block_strengths,
     delete_blocks,
@@ -303,8 +304,9 @@ def test_deletion_keeps_k_in_reserve_in_shuffled_order(criterion):
 
     In order (shuffle uniforms ~1): keep id 1, try 2 (u 0.1 < 0.25: deleted), 3 (0.9: kept).
     Shuffled (uniforms 0.0 then ~1: i=2 swaps with 0, i=1 stays): order 3, 2, 1: keep id 3,
-    try 2 (deleted), 1 (deleted). No addition: three below (>= k), spontaneous 0.5; block
-    1 (one strong neuron) and the blocks (mu 1.0, 0.8): nothing below, add draws 0.9, 0.5.
+    try 2 (deleted), 1 (deleted). No addition: three below (>= k), so no P_add uniform,
+    only the spontaneous one (0.5); block 1 (one strong neuron) and the blocks (mu 1.0,
+    0.8): nothing below (< k), add draws P_add 0.9, then spontaneous 0.5.
     """
     config = _config(criterion, delete_prob=0.25)
     for shuffle, deletion, survivors in (
@@ -316,7 +318,7 @@ def test_deletion_keeps_k_in_reserve_in_shuffled_order(criterion):
         _set_strengths(state, 1, [0.7])
         state.params.mu[:] = [1.0, 0.8]
         before = state.copy()
-        adds = [0.0, 0.5, 0.9, 0.5, 0.9, 0.5]  # block 0, block 1, the blocks
+        adds = [0.5, 0.9, 0.5, 0.9, 0.5]  # block 0 (spontaneous only), block 1, the blocks
         events = _run(state, config, shuffle + deletion + adds)
         deleted = [i for i in (1, 2, 3) if i not in survivors]
         if shuffle[0] == 0.0:
@@ -335,7 +337,8 @@ def test_deletion_keeps_k_in_reserve_in_shuffled_order(criterion):
 def test_outgoing_strength_is_twice_the_mean_and_equal_counts_as_below():
     """s_j = 2 mean_i |W2[i, j]|; a strength equal to T_D is below (dyadic numbers, so the
     equality is exact): with k = 0 and P_del = 1, columns at T_D and below go, the one just
-    above stays, and so does the strongest (it is above anyway)."""
+    above stays, and so does the strongest (it is above anyway). With k = 0 never fewer
+    than k are below: one add uniform (the spontaneous one) for the block and the blocks."""
     state = _state("outgoing", [4])
     state.params.W2[0] = np.array(
         [
@@ -348,7 +351,7 @@ def test_outgoing_strength_is_twice_the_mean_and_equal_counts_as_below():
     strengths = neuron_strengths(state, 0)
     assert strengths.tolist() == [1 / 16, 1 / 32, 1 / 16 + 2**-21, 0.5]
     config = _config("outgoing", deletion_threshold=1 / 16, keep_below=0, delete_prob=1.0)
-    events = _run(state, config, [NEVER] + [0.5, 0.5] + [0.9, 0.9] + [0.9, 0.9])
+    events = _run(state, config, [NEVER] + [0.5, 0.5] + [0.9] + [0.9])
     assert events == [Event("delete", "neuron", 0, 0), Event("delete", "neuron", 0, 1)]
     assert state.neuron_ids[0].tolist() == [2, 3]
 
@@ -357,16 +360,17 @@ def test_outgoing_strength_is_twice_the_mean_and_equal_counts_as_below():
 def test_last_neuron_and_last_block_never_deleted(criterion):
     """k = 0, P_del = 1, everything below: the neuron of largest strength (index 1) and
     the block of largest |mu| stay (the first of two equal ones: block 1 of mu 0.04, 0.04,
-    0.03). Draws: 2 shuffle + 3 deletion uniforms for the neurons, 2 add draws (0.9),
-    then for the blocks 2 shuffle + 3 deletion uniforms and 2 add draws."""
+    0.03). Draws: 2 shuffle + 3 deletion uniforms for the neurons, then per block one add
+    draw (0.9: with k = 0 never fewer than k below, so only the spontaneous uniform), then
+    for the blocks 2 shuffle + 3 deletion uniforms and one add draw."""
     config = _config(criterion, keep_below=0, delete_prob=1.0)
     state = _state(criterion, [3, 1, 1])
     _set_strengths(state, 0, [0.03, 0.045, 0.04])
     _set_strengths(state, 1, [0.9])
     _set_strengths(state, 2, [0.9])
     state.params.mu[:] = [0.03, 0.04, 0.04]
-    neurons = [NEVER, NEVER] + [0.5, 0.5, 0.5] + [0.9, 0.9] + [0.9, 0.9] * 2
-    blocks = [NEVER, NEVER] + [0.5, 0.5, 0.5] + [0.9, 0.9]
+    neurons = [NEVER, NEVER] + [0.5, 0.5, 0.5] + [0.9] + [0.9] * 2
+    blocks = [NEVER, NEVER] + [0.5, 0.5, 0.5] + [0.9]
     events = _run(state, config, neurons + blocks)
     assert events == [
         Event("delete", "neuron", 0, 0),
@@ -378,11 +382,12 @@ def test_last_neuron_and_last_block_never_deleted(criterion):
     assert state.neuron_ids == [np.array([3])]
     assert state.params.mu.tolist() == [0.04]
 
-    # a single neuron alone in a single block, far below: nothing can go
+    # a single neuron alone in a single block, far below: nothing can go (no shuffle
+    # uniform, one deletion uniform, the spontaneous uniform; the same for the block)
     state = _state(criterion, [1])
     _set_strengths(state, 0, [0.0])
     state.params.mu[:] = [0.0]
-    events = _run(state, config, [0.5, 0.9, 0.9] + [0.5, 0.9, 0.9])
+    events = _run(state, config, [0.5, 0.9] + [0.5, 0.9])
     assert events == [] and state.widths == [1] and state.n_blocks == 1
 
 
@@ -390,7 +395,8 @@ def test_last_neuron_and_last_block_never_deleted(criterion):
 def test_capacity_and_max_blocks_are_respected(criterion):
     """capacity 4: a block of 3 (= capacity - 1) neither grows nor draws its add uniforms;
     a block of 2 grows by the spontaneous draw (0.0). max_blocks 3, K = 2: no block add and
-    no add draws. A block shrunk by a deletion may grow again in the same step."""
+    no add draws. A block shrunk by a deletion may grow again in the same step (two below
+    >= k: by the spontaneous uniform, the only add draw)."""
     config = _config(criterion, capacity=4, max_blocks=3, spontaneous_add_prob=0.5)
     state = _state(criterion, [3, 2])
     _set_strengths(state, 0, [0.9, 0.9, 0.9])
@@ -406,7 +412,7 @@ def test_capacity_and_max_blocks_are_respected(criterion):
     _set_strengths(state, 0, [0.9, 0.01, 0.01])
     _set_strengths(state, 1, [0.9, 0.9])
     state.params.mu[:] = [0.9, 0.9]
-    uniforms = [NEVER, 0.0] + [0.9, 0.0] + [0.9, 0.9]
+    uniforms = [NEVER, 0.0] + [0.0] + [0.9, 0.9]
     events = _run(state, config.replace(delete_prob=1.0), uniforms, normals)
     assert events == [Event("delete", "neuron", 0, 2), Event("add", "neuron", 0, 5)]
     assert state.neuron_ids[0].tolist() == [0, 1, 5]
@@ -415,33 +421,98 @@ def test_capacity_and_max_blocks_are_respected(criterion):
 @pytest.mark.parametrize("criterion", CRITERIA)
 def test_addition_rule(criterion):
     """Add with P_add only when fewer than k are below (all above for k = 1); the
-    spontaneous uniform is a second, separate draw. Blocks: the same rule on |mu|."""
+    spontaneous uniform is a second, separate draw, always taken, after the P_add one,
+    which is taken only when fewer than k are below (u_add None: not drawn; a value that
+    would pass P_add in its place is read as the spontaneous one). Blocks: the same rule
+    on |mu|."""
     config = _config(criterion, add_prob=0.05, spontaneous_add_prob=1e-4)
     cases = [  # (neuron strengths, u_add, u_spontaneous, added)
         ([0.9, 0.9], 0.04, 0.5, True),  # all above, u_add < P_add
         ([0.9, 0.9], 0.06, 0.5, False),  # all above, u_add >= P_add
-        ([0.9, 0.03], 0.0, 0.5, False),  # one below = k: only the spontaneous could
-        ([0.9, 0.03], 0.9, 0.5e-4, True),  # spontaneous
+        ([0.9, 0.03], None, 0.04, False),  # one below = k: only the spontaneous could
+        ([0.9, 0.03], None, 0.5e-4, True),  # spontaneous
     ]
     for strengths, u_add, u_spontaneous, added in cases:
         state = _state(criterion, [2])
         _set_strengths(state, 0, strengths)
         state.params.mu[:] = [0.9]
         normals = np.ones(2 * S) if added else ()
-        events = _run(state, config, [u_add, u_spontaneous, 0.9, 0.9], normals)
+        adds = [u_spontaneous] if u_add is None else [u_add, u_spontaneous]
+        events = _run(state, config, adds + [0.9, 0.9], normals)
         assert events == ([Event("add", "neuron", 0, 2)] if added else [])
     for mu, u_add, u_spontaneous, added in (
         ([0.9, 0.9], 0.04, 0.5, True),
-        ([0.9, 0.03], 0.04, 0.5, False),
-        ([0.9, 0.03], 0.9, 0.0, True),
+        ([0.9, 0.03], None, 0.04, False),
+        ([0.9, 0.03], None, 0.0, True),
     ):
         state = _state(criterion, [1, 1])
         _set_strengths(state, 0, [0.9])
         _set_strengths(state, 1, [0.9])
         state.params.mu[:] = mu
         normals = np.ones(2 * S) if added else ()
-        events = _run(state, config, [0.9, 0.9] * 2 + [u_add, u_spontaneous], normals)
+        adds = [u_spontaneous] if u_add is None else [u_add, u_spontaneous]
+        events = _run(state, config, [0.9, 0.9] * 2 + adds, normals)
         assert events == ([Event("add", "block", 2, 2)] if added else [])
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_addition_draws_p_add_only_when_fewer_than_k_are_below(criterion):
+    """The rule of engine.structure: with fewer than k below, two uniforms, the P_add one
+    first (short-circuit ``n_below < k and u < P_add``), then the spontaneous one; with k
+    or more below, one uniform, the spontaneous one; no normal either way. At capacity
+    (n_b = capacity - 1, K = max_blocks - 1), no uniform at all.
+
+    Then through ``structure_step``, k = 1, capacity 4: block 0 (nothing below, fewer than
+    k) draws P_add 0.04 (added) then spontaneous 0.5; block 1 (one below = k, no deletion)
+    draws only the spontaneous uniform, 0.04 (not added, though it would pass P_add);
+    block 2 (width 3 = capacity - 1, nothing below) draws nothing. The blocks: K = 3 =
+    max_blocks - 1, all above: no draw; with max_blocks 5, mu one below = k: only the
+    spontaneous uniform; all above: P_add then spontaneous."""
+    config = _config(criterion, keep_below=2, add_prob=0.05, spontaneous_add_prob=1e-4)
+    for n_below in (0, 1):  # fewer than k = 2: P_add first, then spontaneous
+        for pool, added in (
+            ([0.04, 0.5], True),  # u_add < P_add (read second, it would not add)
+            ([0.5, 0.04], False),  # only the second would pass P_add: no
+            ([0.06, 0.5], False),
+            ([0.5, 0.5e-4], True),  # the spontaneous one, second
+        ):
+            draws = Draws(pool + [0.0])  # a trailing uniform that must stay unread
+            assert addition_drawn(n_below, config, draws) is added, (n_below, pool)
+            assert (draws.used_uniforms, draws.used_normals) == (2, 0), (n_below, pool)
+    for n_below in (2, 3):  # k or more: the first uniform is the spontaneous one
+        for pool, added in (([0.04], False), ([0.5], False), ([0.5e-4], True), ([0.0], True)):
+            draws = Draws(pool + [0.0])
+            assert addition_drawn(n_below, config, draws) is added, (n_below, pool)
+            assert (draws.used_uniforms, draws.used_normals) == (1, 0), (n_below, pool)
+    draws = Draws([0.04, 0.0])  # k = 0: never fewer than k below, spontaneous only
+    assert addition_drawn(0, config.replace(keep_below=0), draws) is False
+    assert draws.used_uniforms == 1
+
+    config = _config(criterion, capacity=4, max_blocks=4, add_prob=0.05, spontaneous_add_prob=1e-4)
+
+    def build(mu):
+        state = _state(criterion, [2, 2, 3])
+        _set_strengths(state, 0, [0.9, 0.9])
+        _set_strengths(state, 1, [0.9, 0.03])
+        _set_strengths(state, 2, [0.9, 0.9, 0.9])
+        state.params.mu[:] = mu
+        return state
+
+    neurons = [0.04, 0.5] + [0.04]  # blocks 0 and 1; nothing for block 2
+    normals = np.ones(2 * S)
+    state = build([0.9, 0.9, 0.9])
+    events = _run(state, config, neurons, normals)  # at max_blocks - 1: no block draw
+    assert events == [Event("add", "neuron", 0, 7)]
+    assert state.widths == [3, 2, 3]
+
+    config = config.replace(max_blocks=5)
+    state = build([0.9, 0.03, 0.9])
+    events = _run(state, config, neurons + [0.04], normals)  # one below = k: spontaneous
+    assert events == [Event("add", "neuron", 0, 7)]
+    state = build([0.9, 0.9, 0.9])
+    events = _run(state, config, neurons + [0.04, 0.5], np.ones(4 * S))  # P_add, spontaneous
+    assert events == [Event("add", "neuron", 0, 7), Event("add", "block", 3, 8)]
+    assert state.n_blocks == 4 and state.widths == [3, 2, 3, 1]
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
@@ -666,10 +737,13 @@ def test_insertions_and_deletions_keep_values_with_their_ids(criterion, widths, 
 
 def _expected_uniforms(strengths, k, room):
     """The uniforms one group takes: shuffle and deletion draws when more than k are
-    below, two add draws when there is room."""
+    below; when there is room, the P_add draw if fewer than k are below (counted before
+    the deletions), then the spontaneous draw."""
     n_below = int(np.sum(strengths <= 0.05))
     count = (n_below - 1) + (n_below - k) if n_below > k else 0
-    return count + (2 if room else 0)
+    if room:
+        count += (1 if n_below < k else 0) + 1
+    return count
 
 
 @settings(deadline=None, max_examples=80)
