@@ -10,19 +10,11 @@ Two kinds of figure per study:
   fixed size as a thin coloured median line and the variable-size network as a thick black
   one (inter-quartile ranges left out for clarity, as in the paper).
 
-And, for a study with two or more settings whose runs have phases (easy-hard-easy,
-hard-easy, any schedule), the trade-off figures of its adaptability metrics
-(``engine.metrics``), a setting being a condition and grid point:
+And, for a study with two or more settings whose runs have phases, the trade-off figures
+of ``engine.plots_tradeoff`` (``diffrnn figures`` draws both).
 
-- ``NAME-pareto``: the hard-phase loss above its floor against the shrinkage, a point per
-  setting (median, inter-quartile ranges as bars), the Pareto front in black;
-- ``NAME-by-setting``: every metric per setting (median and inter-quartile range);
-- ``NAME-sweeps``, when its conditions are one-factor sweeps around a ``published`` one
-  (``<field>_<level>``): each metric against each parameter's level, and each grid point.
-
-The curves come from :func:`median_curves` and the trade-off points from
-:func:`setting_summary`, so both can be checked against the store. Matplotlib is used
-through its Agg canvas only: no display, no pyplot state.
+The curves come from :func:`median_curves`, so they can be checked against the store.
+Matplotlib is used through its Agg canvas only: no display, no pyplot state.
 """
 
 from __future__ import annotations
@@ -38,11 +30,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
-from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
-from matplotlib.lines import Line2D
-from matplotlib.ticker import Formatter, FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter
 
 from .config import RunConfig, config_from_row, field_names
 from .tasks import entropy_floor, parse_task
@@ -97,7 +87,7 @@ def _key_columns(runs_df: pd.DataFrame) -> list[str]:
     return names
 
 
-def _clean(value):
+def clean_value(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, np.generic):
@@ -105,7 +95,7 @@ def _clean(value):
     return value
 
 
-def _fmt_value(value) -> str:
+def format_value(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -122,13 +112,13 @@ def group_labels(runs_df: pd.DataFrame) -> pd.Series:
         return pd.Series([], dtype=object, index=runs_df.index)
     base = []
     for _, row in runs_df.iterrows():
-        condition = _clean(row.get("condition"))
+        condition = clean_value(row.get("condition"))
         if condition:
             base.append(str(condition))
         else:
-            mode = _clean(row.get("mode")) or "variable"
-            size = f"-{_clean(row.get('hidden_size'))}" if mode == "fixed" else ""
-            base.append(f"{_clean(row.get('task'))} {mode}{size}")
+            mode = clean_value(row.get("mode")) or "variable"
+            size = f"-{clean_value(row.get('hidden_size'))}" if mode == "fixed" else ""
+            base.append(f"{clean_value(row.get('task'))} {mode}{size}")
     base = pd.Series(base, index=runs_df.index)
     keys = [c for c in _key_columns(runs_df) if c != "condition"]
     labels = base.copy()
@@ -137,7 +127,7 @@ def group_labels(runs_df: pd.DataFrame) -> pd.Series:
         if not varying:
             continue
         for index, row in members.iterrows():
-            extra = ", ".join(f"{c}={_fmt_value(_clean(row[c]))}" for c in varying)
+            extra = ", ".join(f"{c}={format_value(clean_value(row[c]))}" for c in varying)
             labels[index] = f"{name} ({extra})"
     return labels
 
@@ -338,7 +328,7 @@ def _measurer() -> RendererAgg:
     return RendererAgg(8, 8, 72)
 
 
-def _text_width(text: str, fontsize: float) -> float:
+def text_width(text: str, fontsize: float) -> float:
     """Width in inches of one line of ``text`` at ``fontsize`` points, as Agg draws it."""
     if not text:
         return 0.0
@@ -348,7 +338,7 @@ def _text_width(text: str, fontsize: float) -> float:
     return width / 72.0
 
 
-def _fit(text: str, width_inches: float, fontsize: float) -> str:
+def fit_text(text: str, width_inches: float, fontsize: float) -> str:
     """``text`` wrapped at spaces so that each line, measured as the Agg renderer draws it,
     fits ``width_inches`` at ``fontsize`` points; a word wider than that is broken."""
     out = []
@@ -356,7 +346,7 @@ def _fit(text: str, width_inches: float, fontsize: float) -> str:
         line = ""
         for word in paragraph.split(" "):
             candidate = f"{line} {word}" if line else word
-            if _text_width(candidate, fontsize) <= width_inches:
+            if text_width(candidate, fontsize) <= width_inches:
                 line = candidate
                 continue
             if line:
@@ -364,7 +354,7 @@ def _fit(text: str, width_inches: float, fontsize: float) -> str:
             # the word alone: broken into pieces that fit when it is too wide by itself
             line = ""
             for char in word:
-                if line and _text_width(line + char, fontsize) > width_inches:
+                if line and text_width(line + char, fontsize) > width_inches:
                     out.append(line)
                     line = ""
                 line += char
@@ -433,7 +423,9 @@ def draw_by_condition(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: s
 
         failed = f", {info.failed} failed run(s) left out" if info.failed else ""
         loss_ax.set_title(
-            _fit(f"{label}\n{info.task}, {info.mode} size, {info.seeds} seeds{failed}", 4.0, 11),
+            fit_text(
+                f"{label}\n{info.task}, {info.mode} size, {info.seeds} seeds{failed}", 4.0, 11
+            ),
             fontsize=11,
         )
         n_ax.set_xlabel(
@@ -460,7 +452,7 @@ def draw_by_condition(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: s
     # wrapped to the figure's width: a single column has room for less than one line
     fontsize = 12 if columns > 1 else 10
     fig.suptitle(
-        _fit(
+        fit_text(
             f"{name}: smoothed loss and network size (median and inter-quartile range over seeds)",
             width - 0.4,
             fontsize,
@@ -518,7 +510,7 @@ def draw_sizes(curves: pd.DataFrame, infos: dict[str, GroupInfo], name: str, tas
     seeds = sorted({i.seeds for i in members})
     seeds_text = "/".join(str(s) for s in seeds)
     loss_ax.set_title(
-        _fit(
+        fit_text(
             f"{name}: {task} task, fixed versus variable size\nmedians over "
             f"{seeds_text} seeds (inter-quartile ranges not shown, as in the paper)",
             7.2,
@@ -587,716 +579,6 @@ def plot_study(
     return paths
 
 
-# -- trade-off figures: runs whose task has phases ------------------------------------------
-# The adaptability metrics (engine.metrics) of each run, per *setting* (the runs that differ
-# by seed only), as medians with inter-quartile ranges: the Pareto front of the hard-phase
-# loss against the share of the growth given back, and every metric per setting (and, for
-# one-factor sweeps around a ``published`` condition, against each parameter's level).
-TRADEOFF_METRICS = (
-    "hard_excess",
-    "shrinkage",
-    "growth",
-    "n_phase1",
-    "n_phase2",
-    "n_phase3",
-    "easy_excess",
-)
-PERCENT_METRICS = ("hard_excess", "shrinkage", "easy_excess")
-METRIC_TEXT = {
-    "hard_excess": "hard-phase loss above its floor",
-    "shrinkage": "shrinkage (share of the hard-phase growth given back)",
-    "growth": "growth during the hard phase (neurons)",
-    "easy_excess": "last-phase loss above its floor",
-}
-PUBLISHED = "published"  # the condition at a method's published settings: sweeps' centre
-FAMILY_STYLES = (
-    ("tab:blue", "o"),
-    ("tab:orange", "^"),
-    ("tab:green", "s"),
-    ("tab:purple", "D"),
-    ("tab:brown", "v"),
-    ("tab:pink", "P"),
-)
-
-
-def metric_text(name: str) -> str:
-    """A metric's axis label: what it measures, in words."""
-    if name in METRIC_TEXT:
-        return METRIC_TEXT[name]
-    if name.startswith("n_phase"):
-        return f"neurons, end of phase {name[len('n_phase') :]}"
-    if name.startswith("recovery_cycles_"):
-        return f"cycles to settle after switch {name[len('recovery_cycles_') :]}"
-    return name
-
-
-def tradeoff_metrics(frame: pd.DataFrame) -> list[str]:
-    """The trade-off metrics a frame has (a two-phase task has no ``n_phase3``)."""
-    return [m for m in TRADEOFF_METRICS if m in frame.columns]
-
-
-def tradeoff_frame(metrics: pd.DataFrame, runs_df: pd.DataFrame) -> pd.DataFrame:
-    """Per-run adaptability metrics (``engine.metrics.adaptability``) joined with the runs'
-    stored rows, so that every config column is there to name settings and levels."""
-    on = [c for c in ("study", "run_id") if c in metrics.columns and c in runs_df.columns]
-    mine = [c for c in metrics.columns if c in on or c not in runs_df.columns]
-    return metrics[mine].merge(runs_df, on=on, how="inner").reset_index(drop=True)
-
-
-def setting_summary(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """``engine.metrics.adaptability_summary`` per setting, settings in order of first
-    appearance in ``frame`` (so that a caller's ordering carries into tables and figures)."""
-    from .metrics import adaptability_summary
-
-    keys = list(by)
-    summary = adaptability_summary(frame, keys)
-    if summary.empty:
-        return summary
-    first = {}
-    for position, key in enumerate(map(tuple, frame[keys].astype(object).to_numpy())):
-        first.setdefault(key, position)
-    rank = [first.get(tuple(k), len(first)) for k in summary[keys].astype(object).to_numpy()]
-    return (
-        summary.assign(_rank=rank)
-        .sort_values("_rank", kind="stable")
-        .drop(columns="_rank")
-        .reset_index(drop=True)
-    )
-
-
-def pareto_front(
-    summary: pd.DataFrame, x: str = "shrinkage_median", y: str = "hard_excess_median"
-) -> np.ndarray:
-    """Which rows are non-dominated when ``x`` is to be high and ``y`` low: no other row
-    has ``x`` at least as high and ``y`` at least as low, and one of them strictly.
-    Rows where either is NaN (no growth, so no shrinkage) are never on the front."""
-    xs = summary[x].to_numpy(dtype=float)
-    ys = summary[y].to_numpy(dtype=float)
-    valid = np.isfinite(xs) & np.isfinite(ys)
-    front = np.zeros(len(summary), dtype=bool)
-    for i in np.flatnonzero(valid):
-        better = valid & (xs >= xs[i]) & (ys <= ys[i]) & ((xs > xs[i]) | (ys < ys[i]))
-        front[i] = not better.any()
-    return front
-
-
-def pareto_rows(
-    summary: pd.DataFrame, x: str = "shrinkage_median", y: str = "hard_excess_median"
-) -> pd.DataFrame:
-    """The rows on the front, lowest ``y`` first (ties: highest ``x``), numbered from 1 in
-    ``front_rank``: the numbers :func:`draw_pareto` writes beside the front's points."""
-    front = summary[pareto_front(summary, x, y)]
-    front = front.sort_values([y, x], ascending=[True, False], kind="stable")
-    return front.assign(front_rank=np.arange(1, len(front) + 1)).reset_index(drop=True)
-
-
-def _family_styles(values: Sequence) -> dict:
-    return {v: FAMILY_STYLES[i % len(FAMILY_STYLES)] for i, v in enumerate(values)}
-
-
-def _families(summary: pd.DataFrame, family: str | None) -> list:
-    if family is None or family not in summary.columns:
-        return [None]
-    return list(dict.fromkeys(summary[family].tolist()))
-
-
-class _Percent(Formatter):
-    """Fractions as percentages, with as many decimals as the tick step needs (5% steps:
-    none; 2.5% steps: one), the same for every tick of the axis."""
-
-    _ticks = np.zeros(0)
-
-    def set_locs(self, locs) -> None:
-        # kept here: the base class' ``locs`` attribute is deprecated
-        self._ticks = np.asarray(locs, dtype=float)
-
-    def __call__(self, x: float, pos: int | None = None) -> str:
-        ticks = self._ticks
-        step = float(np.min(np.diff(np.sort(ticks)))) if ticks.size > 1 else 1.0
-        digits = next((d for d in range(5) if abs(round(100 * step, d) - 100 * step) < 1e-6), 4)
-        return f"{100 * x:.{digits}f}%"
-
-
-def _percent_axis(ax, axis: str) -> None:
-    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(_Percent())
-
-
-def _span(values: np.ndarray, pad: float = 0.08) -> tuple[float, float] | None:
-    values = values[np.isfinite(values)]
-    if not values.size:
-        return None
-    low, high = float(values.min()), float(values.max())
-    width = high - low if high > low else max(abs(high), 1e-3)
-    return low - pad * width, high + pad * width
-
-
-def draw_pareto(
-    summary: pd.DataFrame,
-    name: str,
-    *,
-    label: str = "setting",
-    family: str | None = None,
-    references: dict | None = None,
-    loss_margin: float = 0.05,
-    shrink_target: float = 0.5,
-) -> Figure:
-    """Hard-phase loss (``hard_excess``, low is good) against ``shrinkage`` (high is good):
-    a point per row of ``summary`` (``setting_summary``) at its medians, inter-quartile
-    ranges as error bars, one colour and marker per ``family`` value; the Pareto front in
-    black, its points numbered as in :func:`pareto_rows`. ``references`` maps a family
-    value to the ``label`` of its reference setting: drawn as a star, with the loss
-    ``loss_margin`` above its loss (``(1 + e)(1 + margin) - 1``) as a dashed line, and
-    ``shrink_target`` as a dotted vertical line."""
-    fig = Figure(figsize=(8.6, 7.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    x, y = "shrinkage", "hard_excess"
-    families = _families(summary, family)
-    styles = _family_styles(families)
-    plotted = summary[
-        np.isfinite(summary[f"{x}_median"].to_numpy(dtype=float))
-        & np.isfinite(summary[f"{y}_median"].to_numpy(dtype=float))
-    ]
-    for value in families:
-        part = plotted if value is None else plotted[plotted[family] == value]
-        if part.empty:
-            continue
-        color, marker = styles[value]
-        xm, ym = part[f"{x}_median"].to_numpy(float), part[f"{y}_median"].to_numpy(float)
-        container = ax.errorbar(
-            xm,
-            ym,
-            xerr=[xm - part[f"{x}_q25"].to_numpy(float), part[f"{x}_q75"].to_numpy(float) - xm],
-            yerr=[ym - part[f"{y}_q25"].to_numpy(float), part[f"{y}_q75"].to_numpy(float) - ym],
-            fmt=marker,
-            color=color,
-            markersize=4.5,
-            alpha=0.75,
-            ecolor=color,
-            elinewidth=0.6,
-            capsize=0,
-            label=f"{family} = {value}" if value is not None else "setting",
-            zorder=3,
-        )
-        container.lines[0].set_gid(f"pareto:{value}")
-    front = pareto_rows(summary)
-    if len(front):
-        fx, fy = front[f"{x}_median"].to_numpy(float), front[f"{y}_median"].to_numpy(float)
-        order = np.argsort(fx, kind="stable")
-        (line,) = ax.plot(
-            fx[order], fy[order], color="black", linewidth=1.2, zorder=4, label="Pareto front"
-        )
-        line.set_gid("pareto-front")
-        ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="black", linewidths=1.4, zorder=5)
-        for rank, px, py in zip(front["front_rank"], fx, fy):
-            ax.annotate(
-                str(rank),
-                (px, py),
-                xytext=(5, 4),
-                textcoords="offset points",
-                fontsize=8,
-                zorder=6,
-            )
-    bounds = []
-    for value, ref_label in (references or {}).items():
-        rows = summary[summary[label] == ref_label]
-        if family is not None and family in summary.columns:
-            rows = rows[rows[family] == value]
-        if rows.empty:
-            continue
-        ref = rows.iloc[0]
-        color, _marker = styles.get(value, ("black", "o"))
-        ax.scatter(
-            [ref[f"{x}_median"]],
-            [ref[f"{y}_median"]],
-            marker="*",
-            s=260,
-            color=color,
-            edgecolors="black",
-            linewidths=0.8,
-            zorder=7,
-            label=f"{value}: reference, {ref_label}" if value is not None else ref_label,
-        )
-        if math.isfinite(ref[f"{y}_median"]):
-            bound = (1 + ref[f"{y}_median"]) * (1 + loss_margin) - 1
-            bounds.append(bound)
-            ax.axhline(
-                bound,
-                color=color,
-                linestyle="--",
-                linewidth=1.0,
-                zorder=2,
-                label=(f"{value}: " if value is not None else "")
-                + f"{100 * loss_margin:g}% above the reference's hard-phase loss",
-            )
-    if references:
-        ax.axvline(
-            shrink_target,
-            color="0.3",
-            linestyle=":",
-            linewidth=1.2,
-            zorder=2,
-            label=f"shrinkage {100 * shrink_target:g}%",
-        )
-    xs = plotted[f"{x}_median"].to_numpy(float)
-    ys = np.concatenate([plotted[f"{y}_median"].to_numpy(float), np.array(bounds, float)])
-    if references:
-        xs = np.concatenate([xs, [shrink_target]])
-    # limits from the medians (and guides): a few wide IQRs would squash every point
-    for setter, span in ((ax.set_xlim, _span(xs)), (ax.set_ylim, _span(ys))):
-        if span is not None:
-            setter(*span)
-    _percent_axis(ax, "x")
-    _percent_axis(ax, "y")
-    ax.set_xlabel(_fit(f"{metric_text(x)}: higher is better", 7.6, 10), fontsize=10)
-    ax.set_ylabel(_fit(f"{metric_text(y)}: lower is better", 5.4, 10), fontsize=10)
-    ax.grid(True, color="0.9", linewidth=0.8)
-    ax.set_axisbelow(True)
-    ax.tick_params(labelsize=9)
-    handles, texts = ax.get_legend_handles_labels()
-    if handles:
-        # the points first, then the front, then each family's reference and bound
-        kinds = [0 if isinstance(h, ErrorbarContainer) else 1 for h in handles]
-        order = sorted(range(len(handles)), key=lambda i: (kinds[i], i))
-        fig.legend(
-            [handles[i] for i in order],
-            [_fit(texts[i], 3.6, 8) for i in order],
-            loc="outside lower center",
-            ncols=2,
-            fontsize=8,
-            framealpha=0.9,
-        )
-    fig.suptitle(
-        _fit(
-            f"{name}: hard-phase loss against shrinkage, one point per setting "
-            f"({len(plotted)} of {len(summary)} with growth): median over seeds, "
-            "inter-quartile ranges as bars; the Pareto front in black",
-            8.2,
-            11,
-        ),
-        fontsize=11,
-    )
-    return fig
-
-
-def draw_setting_metrics(
-    summary: pd.DataFrame,
-    name: str,
-    *,
-    label: str = "setting",
-    family: str | None = None,
-    metrics: Sequence[str] | None = None,
-) -> Figure:
-    """Every metric per setting: a row per setting (top to bottom in ``summary``'s order),
-    a panel per metric, the median as a point and the inter-quartile range as a bar."""
-    metrics = [m for m in (metrics or TRADEOFF_METRICS) if f"{m}_median" in summary.columns]
-    labels = [str(v) for v in summary[label]]
-    label_width = max((_text_width(t, 7) for t in labels), default=1.0)
-    panel = 2.1
-    width = label_width + 0.6 + panel * max(1, len(metrics))
-    height = 1.9 + 0.15 * max(len(labels), 4)
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, max(1, len(metrics)), sharey=True, squeeze=False)[0]
-    families = _families(summary, family)
-    styles = _family_styles(families)
-    positions = np.arange(len(labels))[::-1]  # the first setting on top
-    colors = [
-        styles[v][0]
-        for v in (summary[family] if family in summary.columns else [None] * len(labels))
-    ]
-    for ax, metric in zip(axes, metrics):
-        median = summary[f"{metric}_median"].to_numpy(float)
-        ax.hlines(
-            positions,
-            summary[f"{metric}_q25"].to_numpy(float),
-            summary[f"{metric}_q75"].to_numpy(float),
-            colors=colors,
-            linewidth=1.2,
-            alpha=0.6,
-        )
-        points = ax.scatter(median, positions, c=colors, s=12, zorder=3)
-        points.set_gid(f"setting-metric:{metric}")
-        if metric in PERCENT_METRICS:
-            _percent_axis(ax, "x")
-        ax.set_title(_fit(metric_text(metric), panel - 0.15, 9), fontsize=9)
-        ax.grid(True, axis="x", color="0.9", linewidth=0.8)
-        ax.set_axisbelow(True)
-        ax.tick_params(axis="x", labelsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # narrow panels: few labels
-    axes[0].set_yticks(positions, labels, fontsize=7)
-    axes[0].set_ylim(-0.8, len(labels) - 0.2)
-    if family is not None and family in summary.columns and len(families) > 1:
-        handles = [
-            Line2D([], [], color=c, marker="o", linestyle="", label=f"{family} = {v}")
-            for v, (c, _m) in styles.items()
-        ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
-    fig.suptitle(
-        _fit(
-            f"{name}: adaptability metrics per setting (median over seeds, bar: "
-            "inter-quartile range)",
-            width - 0.4,
-            11,
-        ),
-        fontsize=11,
-    )
-    return fig
-
-
-def variant_columns(frame: pd.DataFrame) -> list[str]:
-    """Config fields that vary between runs of one condition: a study's ``[grid]``."""
-    if "condition" not in frame.columns or frame.empty:
-        return []
-    keys = [c for c in field_names() if c in frame.columns and c not in NOT_IDENTITY]
-    counts = frame.groupby("condition")[keys].nunique(dropna=False)
-    return [c for c in keys if (counts[c] > 1).any()]
-
-
-def variant_label(row: pd.Series | dict, columns: Sequence[str]) -> str:
-    """A grid point in a few words: values joined, a true flag by its name, a false one
-    left out (``random``, ``weakest, inherit_deleted``)."""
-    parts = []
-    for column in columns:
-        value = _clean(row[column])
-        if isinstance(value, bool):
-            if value:
-                parts.append(column)
-        elif value is not None:
-            parts.append(_fmt_value(value))
-    return ", ".join(parts) or "(default)"
-
-
-def sweep_runs(frame: pd.DataFrame, family: str | None = None) -> pd.DataFrame:
-    """The runs of one-factor-at-a-time sweeps, one row per run and swept parameter.
-
-    A condition named ``<field>_<anything>`` (``delete_prob_0.5``) sweeps that config
-    field; the runs of the ``published`` condition of the same family (e.g. criterion)
-    belong to every sweep of that family, at the published level. ``level`` is the
-    field's stored value; ``published`` marks the centre. Empty without sweeps."""
-    parts = []
-    fields = sorted(
-        (c for c in field_names() if c in frame.columns), key=len, reverse=True
-    )  # longest first: ``delete_prob`` before a field that is a prefix of another
-    for value in _families(frame, family):
-        mine = frame if value is None else frame[frame[family] == value]
-        centre = mine[mine["condition"] == PUBLISHED]
-        if centre.empty:
-            continue
-        swept = {}
-        for condition in dict.fromkeys(mine["condition"]):
-            for field in fields:
-                if condition != PUBLISHED and str(condition).startswith(field + "_"):
-                    swept.setdefault(field, []).append(condition)
-                    break
-        for field, conditions in swept.items():
-            members = pd.concat([centre, mine[mine["condition"].isin(conditions)]])
-            levels = pd.to_numeric(members[field], errors="coerce").astype(float)
-            parts.append(
-                members.assign(
-                    parameter=field,
-                    level=levels.to_numpy(),
-                    published=(members["condition"] == PUBLISHED).to_numpy(),
-                )
-            )
-    if not parts:
-        return frame.iloc[:0].assign(parameter=[], level=[], published=[])
-    return pd.concat(parts, ignore_index=True)
-
-
-def sweep_summary(frame: pd.DataFrame, family: str | None = None) -> pd.DataFrame:
-    """Medians and quartiles per family, swept parameter and level (``sweep_runs``)."""
-    runs = sweep_runs(frame, family)
-    if runs.empty:
-        return pd.DataFrame()
-    keys = ([family] if family else []) + ["parameter", "level"]
-    summary = setting_summary(runs.sort_values(keys, kind="stable"), keys)
-    published = runs.groupby(keys)["published"].any()
-    summary["published"] = [bool(published.loc[tuple(k)]) for k in summary[keys].to_numpy()]
-    return summary
-
-
-def variant_summary(
-    frame: pd.DataFrame, family: str | None = None, columns: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Medians and quartiles per family and grid point (``variant``: ``variant_label``),
-    over every condition: a crossed grid gives each variant the same conditions."""
-    columns = list(columns) if columns is not None else variant_columns(frame)
-    if not columns:
-        return pd.DataFrame()
-    runs = frame.assign(variant=[variant_label(r, columns) for _, r in frame.iterrows()])
-    keys = ([family] if family else []) + ["variant"]
-    return setting_summary(runs, keys)
-
-
-def _log_levels(levels: np.ndarray) -> bool:
-    levels = levels[np.isfinite(levels)]
-    return bool(levels.size) and bool((levels > 0).all()) and levels.max() / levels.min() >= 10
-
-
-def draw_sweeps(
-    sweeps: pd.DataFrame,
-    variants: pd.DataFrame,
-    name: str,
-    *,
-    family: str | None = None,
-    metrics: Sequence[str] | None = None,
-    parameters: Sequence[str] | None = None,
-) -> Figure:
-    """Small multiples: a row per metric, a column per swept parameter (median against
-    level, one line per family, the inter-quartile range shaded, the published level as a
-    star) and a last column for the grid's variants (``variant_summary``)."""
-    metrics = [m for m in (metrics or TRADEOFF_METRICS) if f"{m}_median" in sweeps.columns]
-    if parameters is None:
-        parameters = list(dict.fromkeys(sweeps["parameter"])) if len(sweeps) else []
-    columns = [*parameters, *(["variants"] if len(variants) else [])]
-    panel_w, panel_h = 2.5, 1.75
-    # at least room for a readable title above a single column
-    width = max(6.0, panel_w * max(1, len(columns)) + 1.0)
-    fig = Figure(figsize=(width, panel_h * max(1, len(metrics)) + 1.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    # a column shares its x axis (levels, or variants), a row its metric's y axis
-    axes = fig.subplots(
-        max(1, len(metrics)), max(1, len(columns)), sharex="col", sharey="row", squeeze=False
-    )
-    families = list(
-        dict.fromkeys(
-            value for part in (sweeps, variants) if len(part) for value in _families(part, family)
-        )
-    ) or [None]
-    styles = _family_styles(families)
-    variant_order = list(dict.fromkeys(variants["variant"])) if len(variants) else []
-    for row, metric in enumerate(metrics):
-        for col, column in enumerate(columns):
-            ax = axes[row, col]
-            for value in families:
-                color, marker = styles[value]
-                if column == "variants":
-                    part = variants if value is None else variants[variants[family] == value]
-                    x = np.array([variant_order.index(v) for v in part["variant"]], float)
-                else:
-                    part = sweeps[sweeps["parameter"] == column]
-                    part = part if value is None else part[part[family] == value]
-                    part = part.sort_values("level")
-                    x = part["level"].to_numpy(float)
-                if part.empty:
-                    continue
-                median = part[f"{metric}_median"].to_numpy(float)
-                ax.fill_between(
-                    x,
-                    part[f"{metric}_q25"].to_numpy(float),
-                    part[f"{metric}_q75"].to_numpy(float),
-                    color=color,
-                    alpha=0.15,
-                    linewidth=0,
-                )
-                (line,) = ax.plot(
-                    x,
-                    median,
-                    color=color,
-                    marker=marker,
-                    markersize=3.5,
-                    linewidth=1.3,
-                    label=f"{family} = {value}" if value is not None else "median",
-                )
-                line.set_gid(f"sweep:{metric}:{column}:{value}")
-                if column != "variants":
-                    centre = part["published"].to_numpy(bool)
-                    ax.scatter(
-                        x[centre],
-                        median[centre],
-                        marker="*",
-                        s=90,
-                        color=color,
-                        edgecolors="black",
-                        linewidths=0.5,
-                        zorder=4,
-                        label="published level" if value == families[0] else None,
-                    )
-            if column == "variants" and row == len(metrics) - 1:
-                ax.set_xticks(range(len(variant_order)), variant_order)
-                ax.tick_params(axis="x", labelrotation=60, labelsize=7)
-                for tick in ax.get_xticklabels():
-                    tick.set_horizontalalignment("right")
-                    tick.set_rotation_mode("anchor")
-            elif column != "variants":
-                levels = sweeps.loc[sweeps["parameter"] == column, "level"].to_numpy(float)
-                if _log_levels(levels):
-                    ax.set_xscale("log")
-                ax.tick_params(axis="x", labelsize=7)
-            ax.tick_params(axis="y", labelsize=7)
-            if metric in PERCENT_METRICS:
-                _percent_axis(ax, "y")
-            ax.grid(True, color="0.9", linewidth=0.8)
-            ax.set_axisbelow(True)
-            if row == 0:
-                title = "variant (every condition)" if column == "variants" else column
-                ax.set_title(_fit(title, panel_w - 0.2, 9), fontsize=9)
-            if row == len(metrics) - 1 and column != "variants":
-                ax.set_xlabel("level", fontsize=8)
-        axes[row, 0].set_ylabel(_fit(metric_text(metric), panel_h - 0.1, 8), fontsize=8)
-    handles, texts = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, texts, loc="outside lower center", ncols=len(handles), fontsize=8)
-    fig.suptitle(
-        _fit(
-            f"{name}: each metric's median (line) and inter-quartile range (band) over runs, "
-            "against each swept parameter's level (the others at their published values"
-            + (
-                ", pooled over the variants) and against each variant (pooled over the conditions)"
-                if len(variants)
-                else ")"
-            ),
-            width - 0.4,
-            11,
-        ),
-        fontsize=11,
-    )
-    return fig
-
-
-def settle_fractions(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per run and switch k: ``recovery_cycles_k`` over the length of phase k+1, and
-    whether the run settled before that phase's last 10% (over which its final value is
-    measured). Columns ``switch``, ``phase_cycles``, ``recovery_cycles``, ``fraction``."""
-    from .metrics import TAIL
-
-    rows = []
-    for _, run in frame.iterrows():
-        phases = parse_task(str(run["task"]), int(run["cycles"]))
-        ends = [p.start for p in phases[1:]] + [int(run["cycles"])]
-        for k in range(1, len(phases)):
-            column = f"recovery_cycles_{k}"
-            if column not in frame.columns:
-                continue
-            length = ends[k] - phases[k].start
-            value = float(run[column]) if _clean(run[column]) is not None else math.nan
-            rows.append(
-                dict(
-                    study=run.get("study"),
-                    run_id=run["run_id"],
-                    switch=k,
-                    phase_cycles=length,
-                    recovery_cycles=value,
-                    fraction=value / length if length > 0 else math.nan,
-                    settled=bool(math.isfinite(value) and value < (1 - TAIL) * length),
-                )
-            )
-    return pd.DataFrame(rows)
-
-
-def draw_settling(frame: pd.DataFrame, name: str, *, family: str | None = None) -> Figure:
-    """Empirical distribution of the cycles to settle after each switch, as a share of the
-    phase they settle in: a line per family and switch; the last 10% (where the phase's
-    final value is measured) shaded."""
-    from .metrics import TAIL
-
-    shares = settle_fractions(frame)
-    fig = Figure(figsize=(7.6, 5.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    families = _families(frame, family)
-    styles = _family_styles(families)
-    dashes = ("-", "--", ":", "-.")
-    for value in families:
-        ids = frame["run_id"] if value is None else frame.loc[frame[family] == value, "run_id"]
-        mine = shares[shares["run_id"].isin(set(ids))] if len(shares) else shares
-        for switch in sorted(set(mine["switch"])) if len(mine) else []:
-            part = mine[mine["switch"] == switch]
-            values = np.sort(part["fraction"].to_numpy(float))
-            if not values.size:
-                continue
-            reached = np.arange(1, values.size + 1) / values.size  # NaN (never) sort last
-            finite = np.isfinite(values)
-            color, _marker = styles[value]
-            (line,) = ax.step(
-                np.concatenate([[0.0], values[finite]]),
-                np.concatenate([[0.0], reached[finite]]),
-                where="post",
-                color=color,
-                linestyle=dashes[(switch - 1) % len(dashes)],
-                linewidth=1.6,
-                label=(f"{family} = {value}, " if value is not None else "")
-                + f"after switch {switch} ({len(part)} runs)",
-            )
-            line.set_gid(f"settle:{value}:{switch}")
-    ax.axvspan(1 - TAIL, 1.0, color="0.85", zorder=0, label="the phase's last 10%")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    _percent_axis(ax, "x")
-    _percent_axis(ax, "y")
-    ax.set_xlabel(
-        _fit(
-            "cycles after the switch until the mean loss is within 5% of the phase's final "
-            "value, as a share of the phase",
-            7.0,
-            10,
-        ),
-        fontsize=10,
-    )
-    ax.set_ylabel("share of runs settled", fontsize=10)
-    ax.grid(True, color="0.9", linewidth=0.8)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
-    fig.suptitle(_fit(f"{name}: how soon runs settle after each task switch", 7.2, 11), fontsize=11)
-    return fig
-
-
-def draw_tradeoff(frame: pd.DataFrame, name: str) -> list[tuple[str, Figure]]:
-    """The trade-off figures of a study's phased runs (``tradeoff_frame``): the Pareto
-    scatter and the metrics per setting (plus the sweeps when its conditions are
-    one-factor sweeps around ``published``); settings are ``group_labels`` (condition and
-    grid point). None with fewer than two settings: there is nothing to trade off."""
-    if frame.empty:
-        return []
-    frame = sort_runs(frame)
-    frame = frame.assign(setting=group_labels(frame).to_numpy())
-    if frame["setting"].nunique() < 2:
-        return []
-    family = "criterion" if "criterion" in frame and frame["criterion"].nunique() > 1 else None
-    keys = ([family] if family else []) + ["setting"]
-    summary = setting_summary(frame, keys)
-    figures = [
-        (f"{name}-pareto", draw_pareto(summary, name, family=family)),
-        (f"{name}-by-setting", draw_setting_metrics(summary, name, family=family)),
-    ]
-    sweeps = sweep_summary(frame, family)
-    if len(sweeps):
-        variants = variant_summary(frame, family)
-        figures.append((f"{name}-sweeps", draw_sweeps(sweeps, variants, name, family=family)))
-    return figures
-
-
-def save_figures(figures: Sequence[tuple[str, Figure]], out_dir: str | Path) -> list[Path]:
-    """Write each (stem, figure) as PNG and SVG into ``out_dir``; returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for stem, fig in figures:
-        for fmt in FORMATS:
-            path = out / f"{stem}.{fmt}"
-            fig.savefig(path, dpi=130 if fmt == "png" else None)
-            paths.append(path)
-            # the layout is settled by the first save: keep it rather than solve it again
-            # (seconds for a figure of many panels; the drawing is the same)
-            fig.set_layout_engine("none")
-    return paths
-
-
-def plot_tradeoff(
-    results: str | Path, name: str, out_dir: str | Path, runs_df: pd.DataFrame | None = None
-) -> list[Path]:
-    """Draw a study's trade-off figures (``draw_tradeoff``) into ``out_dir``; [] when it has
-    fewer than two settings with phased, finished runs."""
-    from . import store
-    from .metrics import adaptability
-
-    metrics = adaptability(results, name)
-    if metrics.empty:
-        return []
-    runs = runs_df if runs_df is not None else store.load_runs(results, study=name)
-    return save_figures(draw_tradeoff(tradeoff_frame(metrics, ok_runs(runs)), name), out_dir)
-
-
 # -- loading and the CLI -------------------------------------------------------------------
 def load_study(results: str | Path, study: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The runs and traces of one study (or of every study) from a results store."""
@@ -1318,6 +600,8 @@ def studies_in(results: str | Path) -> list[str]:
 def cli_figures(args) -> int:
     """``diffrnn figures RESULTS --study NAME --out DIR``: draw, save, print the paths
     (the paper's figures, and the trade-off figures of a study with phased runs)."""
+    from .plots_tradeoff import plot_tradeoff
+
     results = Path(args.results)
     study = getattr(args, "study", None)
     out = Path(getattr(args, "out", None) or "figures")

@@ -10,7 +10,7 @@ store: the per-run metrics from ``engine.metrics.adaptability``, the phase losse
 stored traces, wall times from ``engine.store.load_sessions``; the design (levels, seeds,
 run lengths) from the study files in ``--design`` (default: this folder); the paper's
 values from ``make_report.PAPER`` and ``PAPER_LATER``. The figures are drawn by
-``engine.plots`` (the same functions as ``diffrnn figures``) into ``--figures``
+``engine.plots_tradeoff`` (the same functions as ``diffrnn figures``) into ``--figures``
 (default: a ``figures`` folder beside the report) and linked relatively.
 """
 
@@ -33,15 +33,13 @@ from engine.config import field_names
 
 # _tail_mean: the metrics' own final-value window, so that phase losses agree with hard_excess
 from engine.metrics import TAIL, WITHIN, _tail_mean, adaptability, settle_cycles
-from engine.plots import (
-    config_of,
+from engine.plots import config_of, ok_runs, phases_of
+from engine.plots_tradeoff import (
     draw_pareto,
     draw_settling,
     draw_sweeps,
-    ok_runs,
     pareto_front,
     pareto_rows,
-    phases_of,
     save_figures,
     setting_summary,
     settle_fractions,
@@ -864,7 +862,7 @@ def pareto_section(data: Data, ctx: dict) -> list[str]:
         f"{len(summary)} settings have a median shrinkage: none of the others' runs grows), "
         "its inter-quartile ranges as bars; lower and to the right is better. A "
         "setting is on the front when no other has at least its shrinkage at no more "
-        "than its hard-phase loss, and one of them strictly better (`engine.plots."
+        "than its hard-phase loss, and one of them strictly better (`engine.plots_tradeoff."
         "pareto_front`). Stars: each method's paper setting (`published`, random deletion "
         f"order, no inheritance); dashed: {100 * LOSS_MARGIN:g}% above its hard-phase loss; "
         f"dotted: shrinkage {100 * SHRINK_TARGET:g}%.",

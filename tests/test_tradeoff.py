@@ -390,11 +390,12 @@ def texts_outside(fig) -> list[str]:
 
 
 def test_every_title_and_label_fits(results):
-    from engine import plots
+    from engine import plots, plots_tradeoff
 
     metrics = adaptability(results, "phased-demo")
     runs = store.load_runs(results, study="phased-demo")
-    figures = plots.draw_tradeoff(plots.tradeoff_frame(metrics, runs), "phased-demo")
+    frame = plots_tradeoff.tradeoff_frame(metrics, runs)
+    figures = plots_tradeoff.draw_tradeoff(frame, "phased-demo")
     traces = store.load_traces(results, study="phased-demo")
     figures += plots.draw_study(runs[runs["condition"] == "published"], traces, "phased-demo")
     assert len(figures) == 4
@@ -403,7 +404,7 @@ def test_every_title_and_label_fits(results):
 
 
 def test_pareto_front_by_hand():
-    from engine.plots import pareto_front, pareto_rows
+    from engine.plots_tradeoff import pareto_front, pareto_rows
 
     summary = pd.DataFrame(
         {
