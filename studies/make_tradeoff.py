@@ -35,6 +35,8 @@ from engine.config import field_names
 from engine.metrics import TAIL, WITHIN, _tail_mean, adaptability, settle_cycles
 from engine.plots import config_of, ok_runs, phases_of
 from engine.plots_tradeoff import (
+    PERCENT_METRICS,
+    TRADEOFF_METRICS,
     draw_pareto,
     draw_settling,
     draw_sweeps,
@@ -67,8 +69,8 @@ VARIANT = ("deletion_order", "inherit_deleted")
 SETTING = ("criterion", "condition", *VARIANT)
 # the paper's variant: random deletion order, new neurons with random connections
 PAPER_VARIANT = {"deletion_order": "random", "inherit_deleted": False}
-METRICS = ("hard_excess", "shrinkage", "growth", "n_phase1", "n_phase2", "n_phase3", "easy_excess")
-PERCENT = ("hard_excess", "shrinkage", "easy_excess")
+METRICS = TRADEOFF_METRICS  # the figures' metrics, in the same order
+PERCENT = PERCENT_METRICS
 HEAD = {
     "hard_excess": "hard loss above floor",
     "shrinkage": "shrinkage",
