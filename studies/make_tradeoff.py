@@ -592,6 +592,27 @@ def stored_section(data: Data, ctx: dict) -> list[str]:
                 f"{int(runs['cycles_done'].sum()):,}" if len(runs) else "—",
             ]
         )
+        recorded = int(sessions["runs_done"].sum()) if len(sessions) else 0
+        unrecorded = len(runs) - recorded
+        if unrecorded > 0:
+            # an invocation records its session when it ends: a stopped one records none
+            pace = (
+                recorded / float(sessions["wall_seconds"].sum())
+                if recorded and float(sessions["wall_seconds"].sum()) > 0
+                else None
+            )
+            estimate = (
+                f"; at the recorded sessions' pace ({60 * pace:.1f} runs per minute) they "
+                f"took about {minutes(unrecorded / pace)}, so the whole study about "
+                f"{minutes(float(sessions['wall_seconds'].sum()) + unrecorded / pace)}"
+                if pace
+                else ""
+            )
+            notes.append(
+                f"- `{study}`: {unrecorded:,} of its runs were stored by invocations that were "
+                "stopped before they ended (they record no session), so the study wall time "
+                f"covers the other {recorded:,} only{estimate}."
+            )
         if planned is not None and len(runs) < planned:
             notes.append(
                 f"- `{study}` is partly run: {len(runs):,} of {planned:,} runs are stored; "
@@ -1127,6 +1148,8 @@ def question_section(data: Data) -> list[str]:
                 ]
             )
     found = pd.concat(qualifying, ignore_index=True) if qualifying else pd.DataFrame()
+    if "robust" in found:  # an empty part makes the concatenated column float or object
+        found["robust"] = found["robust"].fillna(False).astype(bool)
     capacity = int(data.frame["capacity"].min()) if "capacity" in data.frame else 10**9
     lines += answer(found, summary, refs, capacity)
     lines += ["", *verdicts, ""]
