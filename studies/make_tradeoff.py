@@ -1125,12 +1125,13 @@ def question_section(data: Data) -> list[str]:
             robust.append(upper <= 1 + LOSS_MARGIN and low >= SHRINK_TARGET)
         ok["robust"] = robust
         qualifying[-1] = ok
-        verdicts[-1] += (
-            f" Of those, {int(ok['robust'].sum())} qualify with room for seed noise: the "
-            f"upper end of the 95% interval of their hard-loss ratio is at most "
-            f"{1 + LOSS_MARGIN:g} and the lower end of their shrinkage's at least "
-            f"{SHRINK_TARGET:g}."
-        )
+        if len(ok):  # (when none qualifies, the last verdict is the closest settings')
+            verdicts[-1] += (
+                f" Of those, {int(ok['robust'].sum())} qualify with room for seed noise: the "
+                f"upper end of the 95% interval of their hard-loss ratio is at most "
+                f"{1 + LOSS_MARGIN:g} and the lower end of their shrinkage's at least "
+                f"{SHRINK_TARGET:g}."
+            )
         for _, r in ok.sort_values("ratio", kind="stable").iterrows():
             rows.append(
                 [
