@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import ConfigError
+from .tasks import check_schedule_starts
 
 # caps that keep a teacher cheap: D x W x W float64 weights (16 x 1024^2 x 8 B = 128 MB at
 # most) and a floor estimate of seconds, not minutes (the studies use W <= 128, D <= 4)
@@ -93,8 +94,8 @@ class FFPhase:
 def parse_ff_task(text: str, cycles: int) -> tuple[FFPhase, ...]:
     """Turn a feedforward task string into phases; errors are one line naming ``task``.
 
-    Accepted: ``teacher:WxD`` (W = hidden width in [1, 4096], D = number of hidden layers
-    in [1, 64]), ``digits``, or a schedule ``teacher:4x1@0,teacher:32x2@50000`` whose
+    Accepted: ``teacher:WxD`` (W = hidden width in [1, MAX_WIDTH], D = number of hidden
+    layers in [1, MAX_DEPTH]), ``digits``, or a schedule ``teacher:4x1@0,teacher:32x2@50000`` whose
     start cycles begin at 0, strictly increase and stay below ``cycles`` (``cycles = 0``:
     not checked, as in ``engine.tasks.parse_task``). ``digits`` is not mixed with teacher
     phases: the inputs differ (64 pixels against the teacher's Gaussian inputs), so a
@@ -116,14 +117,7 @@ def parse_ff_task(text: str, cycles: int) -> tuple[FFPhase, ...]:
                 f"task schedule item {item!r} is malformed: expected task@cycle with a cycle >= 0"
             )
         phases.append(FFPhase(_canonical(name.strip()), int(start)))
-    starts = [p.start for p in phases]
-    if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
-        raise ConfigError(f"task schedule {text!r}: start cycles must begin at 0 and increase")
-    if cycles and starts[-1] >= cycles:
-        raise ConfigError(
-            f"task schedule {text!r}: last start {starts[-1]} is out of range: "
-            f"allowed [0, {cycles - 1}] (cycles - 1)"
-        )
+    check_schedule_starts(text, [p.start for p in phases], cycles)
     kinds = {p.is_teacher for p in phases}
     if len(kinds) > 1:
         raise ConfigError(

@@ -962,9 +962,10 @@ def run_study(
     starting: _WorkerStart | None = None
     loaded: tuple[tuple[str, str, str], ...] = ()  # kernel variants warmed up here
     try:
-        if backend == "auto" and study.specs and _nothing_stored(results, study.name):
+        fresh = bool(study.specs) and _nothing_stored(results, study.name)
+        if backend == "auto" and fresh:
             backend = choose_backend(backend, study.specs, _workers(backend, jobs))
-        if backend == "loky" and study.specs and _nothing_stored(results, study.name):
+        if backend == "loky" and fresh:
             # a new study: every run is to do, so the workers can start before the store
             # is even imported, and import the engine while this process loads the kernels
             workers = _workers(backend, jobs)

@@ -81,7 +81,13 @@ def parse_task(text: str, cycles: int) -> tuple[Phase, ...]:
             )
         _check_single(name)
         phases.append(Phase(name, start_cycle))
-    starts = [p.start for p in phases]
+    check_schedule_starts(text, [p.start for p in phases], cycles)
+    return tuple(phases)
+
+
+def check_schedule_starts(text: str, starts: list[int], cycles: int) -> None:
+    """A schedule's start cycles begin at 0, strictly increase and stay below ``cycles``
+    (not checked when ``cycles`` is 0); the rule of every model's task schedules."""
     if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
         raise ConfigError(f"task schedule {text!r}: start cycles must begin at 0 and increase")
     if cycles and starts[-1] >= cycles:
@@ -89,7 +95,6 @@ def parse_task(text: str, cycles: int) -> tuple[Phase, ...]:
             f"task schedule {text!r}: last start {starts[-1]} is out of range: "
             f"allowed [0, {cycles - 1}] (cycles - 1)"
         )
-    return tuple(phases)
 
 
 def _check_single(name: str) -> None:

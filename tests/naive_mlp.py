@@ -41,41 +41,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from engine.config import METHOD_DEFAULTS as ENGINE_DEFAULTS
+from engine.config import OPTIMIZER_DEFAULTS
+
 CRITERIA = ("multiplier", "outgoing")
 OPTIMIZERS = ("adagrad", "rmsprop")
 EPS = 1e-8  # in sqrt(mem + EPS), both optimizers
 NEW_MEMORY = 0.01  # RMSProp memory of the incoming weights (W_in, b_in, W1, c) at birth
 NO_NEURON = -1  # the neuron id of a block-deletion event
-
-# What an unset (None) field of MLPConfig becomes under each criterion: the published
-# settings of REFERENCE.md and REFERENCE-LATER.md (as engine.config.METHOD_DEFAULTS).
-# None here: the field means nothing under that criterion.
-METHOD_DEFAULTS = {
-    "multiplier": dict(
-        optimizer="adagrad",
-        learning_rate=0.1,
-        rmsprop_decay=None,
-        grad_clip=5.0,
-        step_clip=0.0,
-        add_prob=0.05,
-        delete_prob=0.25,
-        min_multiplier=0.025,
-        l1_strength=3e-5,
-        weight_penalty=None,
-    ),
-    "outgoing": dict(
-        optimizer="rmsprop",
-        learning_rate=0.01,
-        rmsprop_decay=0.99,
-        grad_clip=0.0,
-        step_clip=0.01,
-        add_prob=0.01,
-        delete_prob=0.05,
-        min_multiplier=None,
-        l1_strength=None,
-        weight_penalty=1e-4,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -113,12 +86,25 @@ class MLPConfig:
                 object.__setattr__(self, name, default)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} not in {OPTIMIZERS}")
-        if self.optimizer == "rmsprop" and self.rmsprop_decay is None:
-            object.__setattr__(self, "rmsprop_decay", 0.99)
+        if self.rmsprop_decay is None:
+            object.__setattr__(
+                self, "rmsprop_decay", OPTIMIZER_DEFAULTS[self.optimizer]["rmsprop_decay"]
+            )
 
     def replace(self, **changes):
         """A copy with ``changes`` (the other fields keep their current values)."""
         return dataclasses.replace(self, **changes)
+
+
+# What an unset (None) field of MLPConfig becomes under each criterion: the published
+# settings of REFERENCE.md and REFERENCE-LATER.md, the recurrent engine's own
+# (engine.config.METHOD_DEFAULTS) for the fields this config has; None: the field means
+# nothing under that criterion. ``rmsprop_decay`` follows the optimizer (OPTIMIZER_DEFAULTS).
+_MLP_FIELDS = {f.name for f in dataclasses.fields(MLPConfig)}
+METHOD_DEFAULTS = {
+    criterion: {k: v for k, v in defaults.items() if k in _MLP_FIELDS}
+    for criterion, defaults in ENGINE_DEFAULTS.items()
+}
 
 
 # -- parameters and state ----------------------------------------------------------------
