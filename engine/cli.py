@@ -18,9 +18,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
 
 from .config import ConfigError, RunConfig, field_names, parse_assignment
+from .progressline import ProgressLine, _bar, format_duration  # noqa: F401 (re-exported)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_RESULTS = "results"
@@ -33,64 +33,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage block
         raise UsageError(message)
-
-
-# -- progress lines on stderr --------------------------------------------------------------
-class ProgressLine:
-    """One status line on a stream: redrawn in place with \\r on a terminal; otherwise
-    printed as a new line every tenth of the way (logs and pipes stay readable)."""
-
-    def __init__(
-        self, stream: TextIO | None = None, enabled: bool = True, interval: float = 0.2
-    ) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
-        try:
-            self.tty = self.stream.isatty()
-        except (AttributeError, ValueError):
-            self.tty = False
-        self.interval = interval
-        self.width = 0
-        self.last_draw = -math.inf
-        self.next_tenth = 0.0
-
-    def update(self, text: str, fraction: float, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            now = time.monotonic()
-            if not force and now - self.last_draw < self.interval:
-                return
-            self.last_draw = now
-            self.stream.write("\r" + text.ljust(self.width))
-            self.width = max(self.width, len(text))
-            self.stream.flush()
-        elif fraction >= self.next_tenth - 1e-12:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-            self.next_tenth = math.floor(fraction * 10 + 1e-9) / 10 + 0.1
-
-    def close(self) -> None:
-        if self.enabled and self.tty and self.width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.width = 0
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
-
-
-def _bar(fraction: float, width: int = 24) -> str:
-    filled = int(round(max(0.0, min(1.0, fraction)) * width))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 # -- diffrnn run ---------------------------------------------------------------------------
@@ -109,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         name, value = parse_assignment(text)
         values[name] = value
     config = RunConfig.from_dict(values)
-    check_run_args(args.task, args.cycles, args.seed)
+    check_run_args(args.task, args.cycles, args.seed, config.model)
     out = None
     if args.out is not None:
         out = Path(args.out)
@@ -163,6 +105,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{result.wall_seconds:.2f} s ({result.cycles_per_second:,.0f} cycles/s), "
             f"compiled for {result.build['compile_target']}"
         )
+        if result.final_blocks is not None:
+            widths = ", ".join(str(w) for w in result.final_widths or ())
+            tested = (
+                ""
+                if result.test_accuracy is None
+                else f"; test accuracy {result.test_accuracy:.3f}, test loss {result.test_loss:.3f}"
+            )
+            print(f"  depth {result.final_blocks} blocks, widths [{widths}]{tested}")
         if result.message:
             print(f"  {result.message}")
         if stored:
@@ -173,7 +123,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- diffrnn study -------------------------------------------------------------------------
 def _calibration_text(rates: dict) -> str:
     parts = [
-        f"{seconds * 1e6:.1f} us/cycle at N={n} ({dtype}, seq_len {seq_len})"
+        f"{seconds * 1e6:.1f} us/cycle at N={n} ("
+        + (f"{dtype}, seq_len {seq_len})" if seq_len else f"{dtype})")
         for (dtype, seq_len, n), seconds in sorted(rates.items())
     ]
     return "; ".join(parts)

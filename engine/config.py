@@ -93,6 +93,29 @@ ADDED_FIELDS = {
     "weight_penalty": None,
     "deletion_order": "random",
     "inherit_deleted": False,
+    "model": "rnn",
+    "batch_size": 32,
+    "stream_width": 32,
+    "input_dim": 16,
+    "max_blocks": 8,
+    "initial_blocks": 1,
+    "fixed_depth": False,
+    "fixed_width": False,
+}
+MODELS = ("rnn", "mlp")
+# fields that mean something for one model only: setting one away from its default under
+# the other model is refused (the column is still stored, at its default)
+MODEL_ONLY_FIELDS = {
+    "rnn": ("seq_len", "group_len", "easy_continue_prob", "inherit_deleted"),
+    "mlp": (
+        "batch_size",
+        "stream_width",
+        "input_dim",
+        "max_blocks",
+        "initial_blocks",
+        "fixed_depth",
+        "fixed_width",
+    ),
 }
 _MEANING = {
     "min_multiplier": "a floor for multipliers",
@@ -106,6 +129,13 @@ _MEANING = {
 class RunConfig:
     """All meta-parameters of one run. Defaults are the paper's (REFERENCE.md)."""
 
+    model: str = _spec(
+        "rnn",
+        str,
+        choices=MODELS,
+        doc="rnn: the paper's recurrent network; mlp: residual feedforward blocks of learned "
+        "width and depth (its section 5), trained on minibatches of teacher: or digits tasks",
+    )
     mode: str = _spec(
         "variable",
         str,
@@ -113,7 +143,12 @@ class RunConfig:
         doc="variable: the paper's method; fixed: Figure 2's baseline",
     )
     hidden_size: int = _spec(
-        1, int, 1, None, symbol="N0", doc="neurons at the start (variable) or always (fixed)"
+        1,
+        int,
+        1,
+        None,
+        symbol="N0",
+        doc="neurons at the start (variable) or always (fixed); mlp: of each block",
     )
     capacity: int = _spec(
         100,
@@ -121,7 +156,31 @@ class RunConfig:
         2,
         4096,
         symbol="MAX",
-        doc="buffer size; a variable network never exceeds capacity-1",
+        doc="buffer size; a variable network never exceeds capacity-1 (mlp: per block)",
+    )
+    batch_size: int = _spec(32, int, 1, 4096, symbol="B", doc="mlp: examples per minibatch")
+    stream_width: int = _spec(
+        32, int, 1, 4096, symbol="S", doc="mlp: width of the residual stream the blocks add to"
+    )
+    input_dim: int = _spec(
+        16, int, 1, 4096, doc="mlp: inputs of a teacher: task (digits has its 64 pixels)"
+    )
+    max_blocks: int = _spec(
+        8,
+        int,
+        2,
+        64,
+        doc="mlp: block buffer size; a network of variable depth never exceeds max_blocks-1",
+    )
+    initial_blocks: int = _spec(1, int, 1, None, doc="mlp: residual blocks at the start")
+    fixed_depth: bool = _spec(
+        False, bool, doc="mlp: no block is added or deleted, block multipliers stay 1"
+    )
+    fixed_width: bool = _spec(
+        False,
+        bool,
+        doc="mlp: no neuron is added or deleted, neuron multipliers stay 1 (the widths of "
+        "variable depth's new blocks stay 1)",
     )
     keep_below: int = _spec(
         1, int, 0, None, symbol="k", doc="below-threshold neurons kept as a reserve"
@@ -282,7 +341,8 @@ class RunConfig:
                 f"min_multiplier = {self.min_multiplier!r} is out of range: must be below "
                 f"deletion_threshold ({threshold!r}), allowed [0, {threshold!r})"
             )
-        top = self.capacity if self.mode == "fixed" else self.capacity - 1
+        self._check_model_fields()
+        top = self.capacity if self.mode == "fixed" or self.fixed_width else self.capacity - 1
         if self.hidden_size > top:
             limit = "capacity" if self.mode == "fixed" else "capacity - 1"
             raise ConfigError(
@@ -294,6 +354,39 @@ class RunConfig:
                 f"keep_below = {self.keep_below!r} is out of range: "
                 f"allowed [0, {self.capacity - 1}] (capacity - 1)"
             )
+
+    def _check_model_fields(self) -> None:
+        """Fields of the other model stay at their defaults; the depth limits of mlp."""
+        for model, names in MODEL_ONLY_FIELDS.items():
+            if model == self.model:
+                continue
+            for name in names:
+                value = getattr(self, name)
+                default = RunConfig.__dataclass_fields__[name].default
+                if value != default:
+                    raise ConfigError(
+                        f"{name} = {value!r} is not allowed with model = {self.model!r}: "
+                        f"it is a {model} field; leave {name} unset"
+                    )
+        if self.model == "mlp":
+            fixed = self.mode == "fixed" or self.fixed_depth
+            top = self.max_blocks if fixed else self.max_blocks - 1
+            if self.initial_blocks > top:
+                limit = "max_blocks" if fixed else "max_blocks - 1"
+                raise ConfigError(
+                    f"initial_blocks = {self.initial_blocks!r} is out of range: allowed "
+                    f"[1, {top}] ({limit}; raise max_blocks)"
+                )
+
+    @property
+    def learns_width(self) -> bool:
+        """Neurons are added and deleted (variable mode, widths not fixed)."""
+        return self.mode == "variable" and not self.fixed_width
+
+    @property
+    def learns_depth(self) -> bool:
+        """mlp: blocks are added and deleted (variable mode, depth not fixed)."""
+        return self.model == "mlp" and self.mode == "variable" and not self.fixed_depth
 
     def _resolve(self, defaults: dict[str, Any], owner: str) -> None:
         """Unset fields take ``owner``'s defaults; a field that means nothing under it

@@ -3,8 +3,8 @@
 ``diffrnn study`` needs each run's compute time, for the ``--dry-run`` estimate and to cut
 a study into batches of a few seconds: its cycles times a rate (seconds per cycle) that
 depends on the dtype, seq_len and network size N (a variable-size run's expected N,
-``scheduler.expected_neurons``). A rate is measured by timing short fixed-size runs
-(``scheduler.time_rates``), which needs the kernels loaded and costs about 0.2 s per rate.
+``planning.expected_neurons``). A rate is measured by timing short fixed-size runs
+(``planning.time_rates``), which needs the kernels loaded and costs about 0.2 s per rate.
 
 Timing them at every start cost every invocation about a second, so the rates are kept in a
 small JSON file in a per-user cache directory (``cache_dir``), each under what makes it

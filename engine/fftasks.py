@@ -18,15 +18,17 @@ given cycles, with ``engine.tasks.parse_task``'s rules. Phases naming the same s
 one teacher (``build_phase_sources``), as the recurrent model's phases naming one task
 share a stream: the third phase above sees the first phase's teacher again.
 
-Plain NumPy, no Numba: the fill functions write into the caller's arrays in place, with
-randomness from ``numpy.random.Generator`` objects passed in, never a global seed.
+The fill functions write into the caller's arrays in place, with randomness from
+``numpy.random.Generator`` objects passed in, never a global seed. NumPy draws; the
+teacher's arithmetic (the orthogonalisation of its weights, its forward pass, softmax,
+label sampling and entropies) runs in the kernels of ``engine.mlp.teacher``.
 
 Status (issue 11): the task layer of the feedforward model, which is not built yet; no
-command uses this module. Its bits are the same from run to run on one machine. Across
-machines, the teacher's weights (a QR factorisation) and its probabilities (matrix
-products) go through LAPACK and BLAS, which choose their code by the host CPU: before the
-model uses these tasks, both move into the portable compiled code (``engine.jit``), as
-the recurrent model's arithmetic did, so that a run's labels are the same on every machine.
+command uses this module. The teacher's arithmetic is compiled with the portable policy
+(``engine.jit``), in loops with the engine's own tanh, exp and log rather than LAPACK,
+BLAS and libm, which choose their code by the host CPU: a teacher's weights, the labels
+it draws and its floor are the same bits on every machine of the compile baseline, as
+the recurrent model's arithmetic is.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import ConfigError
+from .mlp.teacher import Forward, entropy_rows, orthonormal_rows, sample_rows, softmax_rows
 from .tasks import check_schedule_starts
 
 # caps that keep a teacher cheap: D x W x W float64 weights (16 x 1024^2 x 8 B = 128 MB at
@@ -212,9 +215,11 @@ def make_teacher(
     No biases: the pre-activation scale is then set by the gain alone. The teacher is
     odd, logits(-x) = -logits(x).
 
-    Deterministic: the same generator state gives the same teacher bit for bit on one
-    machine (one Gaussian matrix per layer in layer order, then the output layer's, each
-    orthogonalised by LAPACK's QR). Cost: one QR per layer, ~10 s per layer at W = 4096.
+    Deterministic: the same generator state gives the same teacher bit for bit on every
+    machine of the compile baseline (one Gaussian matrix per layer in layer order, then
+    the output layer's, each orthogonalised by the compiled Gram-Schmidt of
+    ``engine.mlp.teacher``, which agrees with LAPACK's QR to rounding). Cost: one
+    orthogonalisation per layer, about 4 W^3 flops: ~1 s per layer at W = MAX_WIDTH.
     """
     _check_int("teacher width W", width, 1, MAX_WIDTH)
     _check_int("teacher depth D", depth, 1, MAX_DEPTH)
@@ -245,13 +250,15 @@ def make_teacher(
 
 def _semi_orthogonal(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
     """A Haar-random matrix with orthonormal columns (or rows, if wider than tall), times
-    ``scale``; read-only. Drawn as the QR factor of a Gaussian matrix, with the signs of
-    R's diagonal moved into Q so that the result is unique given the Gaussian draw."""
+    ``scale``; read-only. Drawn as the QR factor Q of a Gaussian matrix, with the signs of
+    R's diagonal moved into Q so that the result is unique given the Gaussian draw.
+
+    The kernel orthonormalises rows (contiguous in memory), so it is given the Gaussian's
+    transpose: its rows are the columns QR would orthonormalise, and it returns Q^T."""
     rows, cols = shape
     gaussian = rng.standard_normal(shape if rows >= cols else (cols, rows))
-    q, r = np.linalg.qr(gaussian)
-    q *= np.where(np.diag(r) < 0.0, -1.0, 1.0)
-    weights = q if rows >= cols else q.T
+    q_t = orthonormal_rows(gaussian.T)  # Q^T, R's diagonal positive
+    weights = q_t.T if rows >= cols else q_t
     weights = np.ascontiguousarray(weights * scale)
     weights.setflags(write=False)
     return weights
@@ -266,36 +273,14 @@ def _check_int(name: str, value, low: int, high: int) -> None:
         raise ConfigError(f"{name} = {value!r} is out of range: allowed integers [{low}, {high}]")
 
 
-def _logits(teacher: Teacher, x: np.ndarray) -> np.ndarray:
-    """Logits of a 2-D block of inputs (rows), computed in float64."""
-    h = np.asarray(x, dtype=np.float64)
-    for weights in teacher.hidden:
-        h = np.tanh(h @ weights)
-    return h @ teacher.output
-
-
-def _softmax_rows(logits: np.ndarray) -> np.ndarray:
-    """Softmax of each row, in place on ``logits``; the max is subtracted first, so that
-    no exponent overflows whatever the output scale."""
-    logits -= logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=1, keepdims=True)
-    return logits
-
-
-def _entropy_rows(logits: np.ndarray) -> np.ndarray:
-    """Entropy (nats) of each row's softmax, stable: H = lse(z) - sum p z with z = l - max l.
-
-    Both terms are >= 0 (z <= 0 and the largest exp(z) is 1), so H >= 0 exactly, and all-
-    equal logits give lse = log(classes), sum p z = 0: H = log(classes) exactly."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    total = e.sum(axis=1)
-    return np.log(total) - np.einsum("ij,ij->i", e, z) / total
-
-
 def _chunk_rows(teacher: Teacher) -> int:
     return max(64, _CHUNK_ELEMENTS // max(teacher.width, teacher.classes, teacher.input_dim))
+
+
+def _forward(teacher: Teacher, rows: int, step: int) -> Forward:
+    """The teacher's forward pass with buffers for chunks of ``step`` rows (fewer when the
+    whole job has fewer rows: a small pool allocates a small buffer)."""
+    return Forward(teacher.hidden, teacher.output, max(1, min(step, rows)))
 
 
 def teacher_probabilities(teacher: Teacher, x: np.ndarray) -> np.ndarray:
@@ -312,8 +297,10 @@ def teacher_probabilities(teacher: Teacher, x: np.ndarray) -> np.ndarray:
     rows = x.reshape(-1, teacher.input_dim)
     out = np.empty((rows.shape[0], teacher.classes))
     step = _chunk_rows(teacher)
+    forward = _forward(teacher, rows.shape[0], step)
     for i in range(0, rows.shape[0], step):
-        out[i : i + step] = _softmax_rows(_logits(teacher, rows[i : i + step]))
+        # the chunk's probabilities are computed where they are returned: no temporary
+        softmax_rows(forward.logits(rows[i : i + step], out[i : i + step]))
     return out.reshape(x.shape[:-1] + (teacher.classes,))
 
 
@@ -348,24 +335,22 @@ def fill_teacher_batches(
     The pools are the caller's (float64 or float32 inputs, int32 or int64 labels); the
     only temporaries are one chunk of the forward pass, bounded to tens of MB. Draw
     order: all inputs in one ``standard_normal`` call (so float32 pools get the float32
-    stream), then one uniform per example, used by inverse-CDF sampling over the classes.
-    Labels are of the inputs as stored, so a float32 pool's labels are the teacher's at
-    the float32 values.
+    stream), then per chunk one uniform per example, used by inverse-CDF sampling over
+    the classes: the first class whose cumulative probability exceeds u (the last class
+    if rounding leaves the total below u). Labels are of the inputs as stored, so a
+    float32 pool's labels are the teacher's at the float32 values (cast to float64).
     """
     _check_pools(x_out, y_out, teacher.input_dim, "fill_teacher_batches")
     rng.standard_normal(out=x_out, dtype=x_out.dtype)
     rows = x_out.reshape(-1, teacher.input_dim)
     labels = y_out.reshape(-1)
     step = _chunk_rows(teacher)
-    last = teacher.classes - 1
+    forward = _forward(teacher, rows.shape[0], step)
+    logits = np.empty((forward.max_rows, teacher.classes))
     for i in range(0, rows.shape[0], step):
-        probs = _softmax_rows(_logits(teacher, rows[i : i + step]))
-        cumulative = np.cumsum(probs, axis=1, out=probs)
-        u = rng.random(cumulative.shape[0])
-        # the first class whose cumulative probability exceeds u; the min guards against
-        # a last cumulative value a rounding error below u
-        chosen = (cumulative <= u[:, None]).sum(axis=1)
-        np.minimum(chosen, last, out=labels[i : i + step], casting="unsafe")
+        chunk = rows[i : i + step]
+        u = rng.random(chunk.shape[0])
+        labels[i : i + step] = sample_rows(forward.logits(chunk, logits[: chunk.shape[0]]), u)
 
 
 # -- the floor ------------------------------------------------------------------------------
@@ -410,6 +395,8 @@ def teacher_floor(
         max_samples = math.ceil((math.log(teacher.classes) / (2.0 * standard_error)) ** 2)
     _check_int("max_samples", max_samples, 1, 1 << 62)
     step = min(_chunk_rows(teacher), 8192)
+    forward = _forward(teacher, max_samples, step)
+    logits = np.empty((forward.max_rows, teacher.classes))
     count = 0
     mean = 0.0
     m2 = 0.0  # sum of squared deviations from the mean (Chan et al.'s pairwise update)
@@ -418,7 +405,7 @@ def teacher_floor(
     while count < max_samples:
         rows = min(step, max_samples - count)
         x = rng.standard_normal((rows, teacher.input_dim))
-        h = _entropy_rows(_logits(teacher, x))
+        h = entropy_rows(forward.logits(x, logits[:rows]))
         # shifted by the chunk's first value: a constant entropy (all-zero logits) gives
         # its value exactly, log(classes), with no rounding from summing it
         chunk_mean = float(h[0] + np.mean(h - h[0]))

@@ -191,7 +191,9 @@ _INTERNAL = dict(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 # the modules whose code ends up in compiled kernels; a change to any of them must miss
 # the cache of every kernel
 KERNEL_SOURCES = ("version.py", "jit.py", "mathfn.py", "state.py", "cycle.py", "structure.py")
-KERNEL_SOURCES += ("kernels.py", "tasks.py")
+KERNEL_SOURCES += ("kernels.py", "tasks.py", "growth.py")
+KERNEL_SOURCES += ("mlp/state.py", "mlp/kernels.py", "mlp/structure.py", "mlp/loop.py")
+KERNEL_SOURCES += ("mlp/teacher.py",)
 
 
 def _sources_hash() -> str:

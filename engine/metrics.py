@@ -6,9 +6,10 @@ per group (medians and inter-quartile ranges) by ``adaptability_summary`` and
 1..P (``engine.tasks.parse_task``), with the trace records of each phase (``phase``):
 
 - ``n_phase<k>``: neurons at the last trace record of phase k;
-- the **hard phase** is the first phase of task ``hard`` (in a schedule without one, the
-  phase at whose end the network is largest: the one that needed most neurons; not the
-  highest floor: the easy task's floor, 9.61 nats, is above the hard task's, 8.96);
+- the **hard phase** is the first phase of task ``hard``; for the feedforward model's
+  teacher schedules, the first phase of the largest teacher (W x D); otherwise the phase
+  at whose end the network is largest: the one that needed most neurons; not the
+  highest floor: the easy task's floor, 9.61 nats, is above the hard task's, 8.96;
   ``growth`` = N at its end minus N at the end of the phase before it (or the
   initial size if it comes first); ``shrinkage`` = (N at the end of the hard phase - N at
   the end of the run) / growth: the share of the growth given back (null when growth <= 0
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .config import config_from_row
-from .tasks import entropy_floor, parse_task
+from .tasks import entropy_floor
 
 TAIL = 0.10  # the last 10% of a phase: its "final" value
 WITHIN = 0.05  # "within 5%" of it
@@ -69,10 +70,19 @@ def settle_cycles(cycles: np.ndarray, losses: np.ndarray, start: int, end: int) 
 
 def run_adaptability(row: pd.Series, trace: pd.DataFrame) -> dict[str, Any]:
     """The metrics of one run (its runs row and its trace records, in cycle order)."""
-    phases = parse_task(row["task"], int(row["cycles"]))
+    from .run import parse_model_task
+
     config = config_from_row(row)
+    phases = parse_model_task(row["task"], int(row["cycles"]), config.model)
     ends = [p.start for p in phases[1:]] + [int(row["cycles"])]
-    floors = [entropy_floor(p.task, config) for p in phases]
+    if config.model == "mlp":  # each run estimates its own teachers' floors
+        stored = row.get("phase_floors")
+        stored = [] if stored is None else list(stored)
+        floors = [
+            float(f) if f is not None and math.isfinite(float(f)) else None for f in stored
+        ] + [None] * (len(phases) - len(stored))
+    else:
+        floors = [entropy_floor(p.task, config) for p in phases]
     cycles = trace["cycle"].to_numpy()
     losses = trace["mean_loss"].to_numpy(dtype=float)
     neurons = trace["neurons"].to_numpy()
@@ -84,12 +94,16 @@ def run_adaptability(row: pd.Series, trace: pd.DataFrame) -> dict[str, Any]:
         n_end.append(float(neurons[mine[-1]]) if mine.size else math.nan)
         out[f"n_phase{k + 1}"] = n_end[-1]
     named = [k for k, p in enumerate(phases) if p.task == "hard"]
+    teachers = [(p.width or 0) * (p.depth or 0) for p in phases] if config.model == "mlp" else []
     if named:
         hard = named[0]
+    elif teachers and max(teachers) > 0 and len(set(teachers)) > 1:
+        hard = teachers.index(max(teachers))
     else:
         sizes = [n if math.isfinite(n) else -math.inf for n in n_end]
         hard = int(np.argmax(sizes))
-    before = float(config.hidden_size) if hard == 0 else n_end[hard - 1]
+    initial = config.hidden_size * (config.initial_blocks if config.model == "mlp" else 1)
+    before = float(initial) if hard == 0 else n_end[hard - 1]
     growth = n_end[hard] - before
     out["growth"] = growth
     last = len(phases) - 1
@@ -124,7 +138,11 @@ def adaptability(
 
     runs = load_runs(results, study, condition, **filters)
     runs = runs[runs["status"] == "ok"]
-    phased = [_phase_count(t, c) > 1 for t, c in zip(runs["task"], runs["cycles"], strict=True)]
+    models = runs["model"] if "model" in runs else ["rnn"] * len(runs)
+    phased = [
+        _phase_count(t, c, m) > 1
+        for t, c, m in zip(runs["task"], runs["cycles"], models, strict=True)
+    ]
     multi = runs[np.array(phased, dtype=bool)] if len(runs) else runs
     columns = ["run_id", "study", *[c for c in run_columns if c not in ("run_id", "study")]]
     if multi.empty:
@@ -144,9 +162,12 @@ def adaptability(
     return frame[columns + metric_order].reset_index(drop=True)
 
 
-def _phase_count(task: str, cycles: int) -> int:
+def _phase_count(task: str, cycles: int, model: Any = "rnn") -> int:
+    from .run import parse_model_task
+
+    model = model if model in ("rnn", "mlp") else "rnn"  # null in rows stored before mlp
     try:
-        return len(parse_task(task, int(cycles)))
+        return len(parse_model_task(task, int(cycles), model))
     except ValueError:
         return 1
 

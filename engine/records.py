@@ -3,8 +3,10 @@
 Three datasets, one row type each:
 - ``runs``: one row per run: identity, every config field as its own column, outcome, and
   the build that made it (compile target, engine/numba/llvmlite/numpy versions).
-- ``traces``: one row per ``log_every`` cycles (``engine.state.TRACE_DTYPE`` + run_id).
-- ``events``: one row per neuron birth or death (``engine.state.EVENT_DTYPE`` + run_id).
+- ``traces``: one row per ``log_every`` cycles (``engine.state.TRACE_DTYPE`` + run_id;
+  the feedforward model's ``engine.mlp.state.MLP_TRACE_DTYPE`` adds its own columns).
+- ``events``: one row per neuron birth or death (``engine.state.EVENT_DTYPE`` + run_id;
+  ``MLP_EVENT_DTYPE`` adds the block and whether the event is a block's).
 - ``sessions``: one row per ``diffrnn study`` invocation that ran something: its wall time.
 Record arrays leave the kernels with those dtypes; each field maps to one column here.
 """
@@ -17,13 +19,16 @@ import numpy as np
 import pyarrow as pa
 
 from .config import RunConfig
-from .state import EVENT_DTYPE, TRACE_DTYPE
+from .mlp.state import MLP_EVENT_DTYPE, MLP_TRACE_DTYPE
 
 # 2: the build columns (compile_target and package versions); 3: the criterion, the
 # optimizer's fields and the deletion variants (deletion_order, inherit_deleted) in runs,
 # traces' multiplier_sum renamed strength_sum and events' multiplier renamed strength
-# (the loaders read older files under the new names)
-SCHEMA_VERSION = 3
+# (the loaders read older files under the new names); 4: the feedforward model: its config
+# fields, its outcome in runs (final_blocks, final_widths, test_loss, test_accuracy,
+# phase_floors), its trace columns (blocks, blocks_below, test_loss, test_accuracy) and
+# the block of each event (block_id, level); null in rows of the recurrent model
+SCHEMA_VERSION = 4
 # columns renamed since an earlier schema: {dataset: {new name: old name}}
 RENAMED_COLUMNS = {
     "traces": {"strength_sum": "multiplier_sum"},
@@ -65,6 +70,11 @@ RUNS_SCHEMA = pa.schema(
         pa.field("final_loss", pa.float64()),
         pa.field("final_neurons", pa.int64()),
         pa.field("entropy_floor", pa.float64()),
+        pa.field("final_blocks", pa.int64()),
+        pa.field("final_widths", pa.list_(pa.int64())),
+        pa.field("test_loss", pa.float64()),
+        pa.field("test_accuracy", pa.float64()),
+        pa.field("phase_floors", pa.list_(pa.float64())),
         pa.field("wall_seconds", pa.float64()),
         pa.field("cycles_per_second", pa.float64()),
         pa.field("engine_version", pa.string()),
@@ -74,11 +84,12 @@ RUNS_SCHEMA = pa.schema(
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
 TRACES_SCHEMA = pa.schema(
-    [pa.field("run_id", pa.string())] + _from_numpy(TRACE_DTYPE),
+    # the feedforward records are the recurrent ones plus columns of their own
+    [pa.field("run_id", pa.string())] + _from_numpy(MLP_TRACE_DTYPE),
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
 EVENTS_SCHEMA = pa.schema(
-    [pa.field("run_id", pa.string())] + _from_numpy(EVENT_DTYPE),
+    [pa.field("run_id", pa.string())] + _from_numpy(MLP_EVENT_DTYPE),
     metadata={"schema_version": str(SCHEMA_VERSION)},
 )
 SESSIONS_SCHEMA = pa.schema(

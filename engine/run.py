@@ -64,6 +64,13 @@ class RunResult:
     network: Network | None = field(default=None, repr=False)
     # the build that ran it (engine.jit.build_info): compile target and versions
     build: dict[str, str] = field(default_factory=dict, repr=False)
+    # the feedforward model's outcome (None for the recurrent model): blocks and the
+    # width of each at the end, the digits test set's loss and accuracy, each phase's floor
+    final_blocks: int | None = None
+    final_widths: tuple[int, ...] | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    phase_floors: tuple[float | None, ...] | None = None
 
     @property
     def cycles_per_second(self) -> float:
@@ -83,6 +90,16 @@ class RunResult:
             "seed": self.seed,
             "message": self.message,
             "compile_target": self.build.get("compile_target"),
+            **(
+                {}
+                if self.final_blocks is None
+                else {
+                    "final_blocks": self.final_blocks,
+                    "final_widths": list(self.final_widths or ()),
+                    "test_loss": self.test_loss,
+                    "test_accuracy": self.test_accuracy,
+                }
+            ),
         }
 
 
@@ -114,12 +131,49 @@ def generators(seed: int) -> dict[str, np.random.Generator]:
     }
 
 
-def check_run_args(task: str, cycles: int, seed: int) -> None:
+def check_run_args(task: str, cycles: int, seed: int, model: str = "rnn") -> None:
     if isinstance(cycles, bool) or not isinstance(cycles, int) or not 1 <= cycles <= MAX_CYCLES:
         raise ConfigError(f"cycles = {cycles!r} is out of range: allowed [1, {MAX_CYCLES}]")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed = {seed!r} is out of range: allowed [0, 2**63)")
-    parse_task(task, cycles)
+    parse_model_task(task, cycles, model)
+
+
+def parse_model_task(task: str, cycles: int, model: str = "rnn") -> tuple:
+    """The phases of ``task`` for ``model``: ``engine.tasks.parse_task`` (rnn) or
+    ``engine.fftasks.parse_ff_task`` (mlp); a task of the other model is refused in one
+    line that says which model it needs."""
+    from .fftasks import parse_ff_task
+
+    if model == "mlp":
+        try:
+            return parse_ff_task(task, cycles)
+        except ConfigError:
+            if _is_rnn_task(task):
+                raise ConfigError(
+                    f"task = {task!r} is a task of the recurrent model: model = 'mlp' takes "
+                    "teacher:WxD, digits or a schedule of them"
+                ) from None
+            raise
+    try:
+        return parse_task(task, cycles)
+    except ConfigError:
+        if isinstance(task, str) and any(
+            part.strip().startswith(("teacher:", "digits")) for part in task.split(",")
+        ):
+            raise ConfigError(
+                f"task = {task!r} is a task of the feedforward model: set model = 'mlp' "
+                "(--set model=mlp)"
+            ) from None
+        raise
+
+
+def _is_rnn_task(task: object) -> bool:
+    try:
+        parse_task(task, 0)  # type: ignore[arg-type]
+    except ConfigError:
+        return False
+    return True
 
 
 def _task_tuple(task_data: TaskData):
@@ -155,7 +209,21 @@ def run(
     check_target()
     if not isinstance(config, RunConfig):
         raise ConfigError(f"config must be a RunConfig, got {type(config).__name__}")
-    check_run_args(task, cycles, seed)
+    check_run_args(task, cycles, seed, config.model)
+    if config.model == "mlp":
+        from .mlp.run import run_mlp
+
+        phases = parse_model_task(task, cycles, "mlp")
+        return run_mlp(
+            config,
+            task,
+            cycles,
+            seed,
+            phases,
+            progress=progress,
+            chunk_cycles=chunk_cycles,
+            keep_network=keep_network,
+        )
     phases = parse_task(task, cycles)
     rngs = generators(seed)
     task_data = build_task_data(phases, config, cycles, rngs["data"])
@@ -242,10 +310,12 @@ def run(
     )
 
 
-def kernel_variant(config: RunConfig) -> tuple[str, str, str]:
-    """What selects the compiled run loop: (dtype, criterion, optimizer). Runs of one
-    variant share their machine code; each variant is compiled (and cached) on its own."""
-    return (config.dtype, config.criterion, config.optimizer)
+def kernel_variant(config: RunConfig) -> tuple[str, ...]:
+    """What selects the compiled run loop: (dtype, criterion, optimizer), and "mlp" last
+    for the feedforward model. Runs of one variant share their machine code; each variant
+    is compiled (and cached) on its own."""
+    variant = (config.dtype, config.criterion, config.optimizer)
+    return variant + ("mlp",) if config.model == "mlp" else variant
 
 
 def warm_up(variants: tuple = ("float64",)) -> float:
@@ -256,9 +326,14 @@ def warm_up(variants: tuple = ("float64",)) -> float:
     """
     t0 = time.perf_counter()
     for variant in variants:
-        dtype, criterion, optimizer = (
-            (variant, "multiplier", "adagrad") if isinstance(variant, str) else variant
-        )
+        if isinstance(variant, str):
+            variant = (variant, "multiplier", "adagrad")
+        dtype, criterion, optimizer = variant[:3]
+        if variant[3:] == ("mlp",):
+            from .mlp.run import warm_up_mlp
+
+            warm_up_mlp(dtype, criterion, optimizer)
+            continue
         config = RunConfig(dtype=dtype, criterion=criterion, optimizer=optimizer, log_every=1)
         run(config, "easy-hard-easy", 3, 0)
     return time.perf_counter() - t0

@@ -110,6 +110,7 @@ class Scratch(NamedTuple):
     strengths: np.ndarray  # (width,) each neuron's strength (|m| or its outgoing norm)
     order: np.ndarray  # (capacity,) int64, structure step
     keep: np.ndarray  # (capacity,) bool, structure step
+    doomed: np.ndarray  # (capacity,) int64, structure step: the neurons to delete
 
 
 LANES = 8  # float32 lanes of a 256-bit vector; a multiple of float64's 4
@@ -347,6 +348,7 @@ def allocate_scratch(capacity: int, vocab: int, seq_len: int, dtype: str | np.dt
             ((width,), real),
             ((capacity,), np.int64),
             ((capacity,), np.bool_),
+            ((capacity,), np.int64),
         ]
     )
     probs = arrays[8]

@@ -22,7 +22,7 @@ small enough that a filter on run ids reads little more than the runs asked for.
 
 Crash safety:
 - a file is written under a temporary name beginning with ``.`` (pyarrow, pandas and the
-  loaders below skip such names), flushed to disk, then renamed (``os.replace``, atomic);
+  loaders skip such names), flushed to disk, then renamed (``os.replace``, atomic);
 - a batch writes its traces and events files first and its runs file last: a run counts as
   stored only once its runs row exists. A kill in between leaves traces/events files
   without a runs row (orphans); loaders ignore rows whose run is not in ``runs``, and
@@ -41,41 +41,37 @@ Crash safety:
   loaders retry, listing again) sees an error, never a partial result.
 
 Single runs of ``diffrnn run --out DIR`` go to the study ``adhoc`` (condition ``default``).
+
+Modules: this one holds every step that changes files (writing a batch, merging,
+compacting, cleaning up after a kill) and the study lock, so that the crash-safety rules
+above are kept in one place (and the crash tests, which replace its ``_write_atomic``,
+``_remove`` and ``_fsync_dir`` to stop it at every step, reach every step). The rows are
+made by ``engine.storetables``; the loaders and ``summary`` are in ``engine.storeread``;
+the file layout and the light readers (stored run ids and builds, without pandas) in
+``engine.storefiles``. Everything of those three is re-exported here: ``engine.store`` is
+the store's one public face.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from . import names
-from .config import ADDED_FIELDS, ConfigError, field_names
-from .jit import build_info
-from .records import (
-    BUILD_COLUMNS,
-    EVENTS_SCHEMA,
-    RENAMED_COLUMNS,
-    RUNS_SCHEMA,
-    SCHEMA_VERSION,
-    SESSIONS_SCHEMA,
-    TRACES_SCHEMA,
-)
+from .config import ConfigError
+from .records import SESSIONS_SCHEMA
 from .run import RunResult
 from .storefiles import (  # noqa: F401 (the file layout and the light readers, re-exported)
     BUILD_KEYS,
@@ -97,29 +93,42 @@ from .storefiles import (  # noqa: F401 (the file layout and the light readers, 
     study_dirs,
     unfinished_merges,
 )
+from .storeread import (  # noqa: F401 (the loaders, re-exported)
+    _KEYS,
+    _RUN_ORDER,
+    CONFIG_NAMES,
+    RUN_COLUMNS,
+    _filter_expression,
+    _floor,
+    _load_records,
+    _read,
+    _values,
+    load_events,
+    load_runs,
+    load_sessions,
+    load_traces,
+    stored_studies,
+    summary,
+)
+from .storetables import (  # noqa: F401 (the rows, re-exported)
+    _FILE_SCHEMAS,
+    DATASETS,
+    RUNS_FILE_SCHEMA,
+    _float_or_none,
+    _records_table,
+    _upgrade,
+    _with_old_names,
+    events_table,
+    runs_table,
+    traces_table,
+)
 
-DATASETS = ("runs", "traces", "events")
 ADHOC_STUDY = "adhoc"
 DEFAULT_CONDITION = names.DEFAULT_CONDITION
+
+
 # columns of ``runs`` that depend on the machine's speed, not on the run's config and seed
 TIMING_COLUMNS = ("wall_seconds", "cycles_per_second")
-
-_FILE_SCHEMAS = {
-    "runs": pa.schema(
-        [f for f in RUNS_SCHEMA if f.name != PARTITION], metadata=RUNS_SCHEMA.metadata
-    ),
-    "traces": TRACES_SCHEMA,
-    "events": EVENTS_SCHEMA,
-    "sessions": SESSIONS_SCHEMA,
-}
-RUNS_FILE_SCHEMA = _FILE_SCHEMAS["runs"]
-# natural keys: unique within one study (used to drop duplicate rows on load)
-_KEYS = {
-    "runs": ["study", "run_id"],
-    "traces": ["study", "run_id", "cycle"],
-    "events": ["study", "run_id", "cycle", "neuron_id", "kind"],
-}
-CONFIG_NAMES = field_names()
 
 
 def check_name(name: Any, what: str = "study name") -> str:
@@ -130,65 +139,7 @@ def check_name(name: Any, what: str = "study name") -> str:
         raise StoreError(str(error)) from None
 
 
-# -- writing ------------------------------------------------------------------------------
-def _float_or_none(value: float | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def runs_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
-    """One row per (condition, result), in the on-disk schema (no ``study`` column)."""
-    rows = []
-    for condition, result in items:
-        row = {
-            "run_id": result.run_id,
-            "condition": condition,
-            "task": result.task,
-            "seed": int(result.seed),
-            "cycles": int(result.cycles),
-        }
-        row.update(result.config.to_dict())
-        row.update(
-            status=result.status,
-            error=result.message or None,
-            cycles_done=int(result.cycles_done),
-            final_loss=float(result.final_loss),
-            final_neurons=int(result.final_neurons),
-            entropy_floor=_float_or_none(result.entropy_floor),
-            wall_seconds=float(result.wall_seconds),
-            cycles_per_second=float(result.cycles_per_second),
-            schema_version=SCHEMA_VERSION,
-        )
-        build = result.build or build_info()
-        row["engine_version"] = build["engine_version"]
-        row.update({name: build[name] for name in BUILD_COLUMNS})
-        rows.append(row)
-    return pa.Table.from_pylist(rows, schema=RUNS_FILE_SCHEMA)
-
-
-def _records_table(
-    arrays: Sequence[np.ndarray], run_ids: Sequence[str], schema: pa.Schema
-) -> pa.Table:
-    counts = [len(a) for a in arrays]
-    merged = np.concatenate(arrays) if arrays else None
-    columns = {
-        "run_id": pa.array(np.repeat(np.asarray(run_ids, dtype=object), counts), type=pa.string())
-    }
-    for column in schema:
-        if column.name == "run_id":
-            continue
-        values = np.ascontiguousarray(merged[column.name]) if merged is not None else []
-        columns[column.name] = pa.array(values, type=column.type)
-    return pa.Table.from_pydict(columns, schema=schema)
-
-
-def traces_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
-    return _records_table([r.traces for _, r in items], [r.run_id for _, r in items], TRACES_SCHEMA)
-
-
-def events_table(items: Sequence[tuple[str, RunResult]]) -> pa.Table:
-    return _records_table([r.events for _, r in items], [r.run_id for _, r in items], EVENTS_SCHEMA)
-
-
+# -- writing -----------------------------------------------------------------------------
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -268,114 +219,7 @@ def write_session(results: str | os.PathLike, study: str, record: dict[str, Any]
     return _write_atomic(table, directory, new_part_name(), durable=True)
 
 
-def load_sessions(results: str | os.PathLike, study: str | None = None) -> pd.DataFrame:
-    """One row per ``diffrnn study`` invocation that ran runs: when, how long, how many."""
-    root = Path(results)
-    table = _read(root, "sessions", study, None, None)
-    frame = table.to_pandas()
-    frame["study"] = frame["study"].astype(str)
-    return frame.sort_values(["study", "started_at"], ignore_index=True)
-
-
-# -- discovery ------------------------------------------------------------------------------
-MERGE_FANIN = 16  # this many files of one level are merged into one of the next level
-COMPACT_LEVEL = 9  # the level of a study's fully compacted files (merges stop below it)
-# rows per row group of merged files: small enough that a filter on a few run ids reads
-# little more than their rows (16,384 trace rows = 164 runs of 100 records), large enough
-# that a full read is not slowed by per-group overhead
-ROW_GROUP_ROWS = {"runs": 65_536, "traces": 16_384, "events": 16_384}
-
-
-def _with_old_names(dataset: str, schema: pa.Schema) -> pa.Schema:
-    """``schema`` plus the old names of renamed columns (null in newer files)."""
-    for new, old in RENAMED_COLUMNS.get(dataset, {}).items():
-        if new in schema.names and old not in schema.names:
-            schema = schema.append(pa.field(old, schema.field(new).type))
-    return schema
-
-
-def _upgrade(dataset: str, table: pa.Table) -> pa.Table:
-    """Rows of older schema versions in today's form: a renamed column's values under its
-    new name; in runs, the fields added since (null in older rows) at the value that
-    version ran with (``config.ADDED_FIELDS``)."""
-    for new, old in RENAMED_COLUMNS.get(dataset, {}).items():
-        if old in table.column_names:
-            if new in table.column_names:
-                index = table.column_names.index(new)
-                merged = pc.coalesce(table.column(new), table.column(old))
-                table = table.set_column(index, new, merged)
-            table = table.drop_columns([old])
-    if dataset == "runs":
-        for name, value in ADDED_FIELDS.items():
-            if value is not None and name in table.column_names:
-                column = table.column(name)
-                if column.null_count:
-                    index = table.column_names.index(name)
-                    filled = pc.fill_null(column, pa.scalar(value, column.type))
-                    table = table.set_column(index, name, filled)
-    return table
-
-
-def _read(
-    root: Path,
-    dataset: str,
-    study: str | Sequence[str] | None,
-    columns: list[str] | None,
-    filter_expr: ds.Expression | None,
-) -> pa.Table:
-    """Read a dataset's files with the fixed schema plus ``study`` from the path.
-
-    A file that cannot be read (truncated by a disk failure, foreign) is skipped with a
-    warning instead of failing the whole load. A file deleted while it is read (a merge
-    replaced it) makes the read start again from a new listing.
-    """
-    schema = _FILE_SCHEMAS[dataset]
-    partitioning = ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive")
-    full = schema.append(pa.field(PARTITION, pa.string()))
-    if columns is not None:
-        columns = [c for c in full.names if c in set(columns)]
-    empty = full.empty_table() if columns is None else full.empty_table().select(columns)
-    readable = _with_old_names(dataset, full)
-    wanted = columns
-    if columns is not None:  # a renamed column is read under both names
-        renamed = RENAMED_COLUMNS.get(dataset, {})
-        wanted = columns + [renamed[c] for c in columns if c in renamed]
-
-    def load(paths: list[Path]) -> pa.Table:
-        dataset_ = ds.dataset(
-            [str(p) for p in paths],
-            schema=readable,
-            format="parquet",
-            partitioning=partitioning,
-            partition_base_dir=str(root / dataset),
-        )
-        return _upgrade(dataset, dataset_.to_table(columns=wanted, filter=filter_expr))
-
-    for attempt in range(LIST_RETRIES + 1):
-        files = part_files(root, dataset, study)
-        if not files:
-            return empty
-        try:
-            return load(files)
-        except (pa.ArrowException, OSError):
-            if not all(p.exists() for p in files) and attempt < LIST_RETRIES:
-                continue  # a merge replaced some files: list again
-        tables = []
-        gone = False
-        for path in files:
-            try:
-                tables.append(load([path]))
-            except (pa.ArrowException, OSError) as error:
-                if not path.exists():
-                    gone = True
-                    break
-                warnings.warn(f"skipping unreadable results file {path}: {error}", stacklevel=3)
-        if gone and attempt < LIST_RETRIES:
-            continue
-        return pa.concat_tables(tables) if tables else empty
-    raise StoreError(f"{root / dataset}: files kept changing while being read; try again")
-
-
+# -- cleaning up after a kill ------------------------------------------------------------
 def _remove(path: Path) -> bool:
     try:
         path.unlink()
@@ -450,7 +294,19 @@ def clean_study(results: str | os.PathLike, study: str, *, min_age: float = 0.0)
     return removed
 
 
-# -- merging and compaction -----------------------------------------------------------------
+# -- merging and compaction --------------------------------------------------------------
+MERGE_FANIN = 16  # this many files of one level are merged into one of the next level
+
+
+COMPACT_LEVEL = 9  # the level of a study's fully compacted files (merges stop below it)
+
+
+# rows per row group of merged files: small enough that a filter on a few run ids reads
+# little more than their rows (16,384 trace rows = 164 runs of 100 records), large enough
+# that a full read is not slowed by per-group overhead
+ROW_GROUP_ROWS = {"runs": 65_536, "traces": 16_384, "events": 16_384}
+
+
 def _merge(directory: Path, dataset: str, files: list[Path], level: int, durable: bool) -> Path:
     """Rewrite ``files`` (one study's, one dataset's) as one file of ``level``, sorted by
     run id, then delete them; safe against a kill at any point (module docstring)."""
@@ -581,15 +437,7 @@ def compact_study(
     return report
 
 
-def stored_studies(results: str | os.PathLike) -> list[str]:
-    """Names of the studies with a directory in any dataset."""
-    names = set()
-    for dataset in DATASETS:
-        for directory in study_dirs(Path(results), dataset, None):
-            names.add(directory.name.split("=", 1)[1])
-    return sorted(names)
-
-
+# -- the study lock ----------------------------------------------------------------------
 @contextlib.contextmanager
 def study_lock(results: str | os.PathLike, study: str) -> Iterator[None]:
     """Hold an exclusive lock on (RESULTS, study); released by the OS even on SIGKILL."""
@@ -610,179 +458,3 @@ def study_lock(results: str | os.PathLike, study: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-# -- loading --------------------------------------------------------------------------------
-RUN_COLUMNS = tuple(RUNS_SCHEMA.names)
-# rows of load_runs come in this order (completion order varies with the backend)
-_RUN_ORDER = ("study", "condition", "task", "cycles", *CONFIG_NAMES, "seed", "run_id")
-
-
-def _values(value: Any) -> list:
-    if isinstance(value, (list, tuple, set, frozenset, np.ndarray, pd.Index, pd.Series)):
-        return list(value)
-    return [value]
-
-
-def _filter_expression(condition, filters: dict[str, Any]) -> ds.Expression | None:
-    expression = None
-    if condition is not None:
-        filters = {"condition": condition, **filters}
-    for name, value in filters.items():
-        if name not in RUN_COLUMNS or name == PARTITION:
-            raise StoreError(
-                f"cannot filter on {name!r}: not a column of runs; columns are "
-                f"{', '.join(c for c in RUN_COLUMNS if c != PARTITION)}"
-            )
-        values = _values(value)
-        if any(isinstance(v, float) and math.isnan(v) for v in values):
-            raise StoreError(f"cannot filter {name!r} on NaN")
-        if any(v is None for v in values):
-            raise StoreError(f"cannot filter {name!r} on None: load the runs and use isna()")
-        term = pc.field(name).isin(values) if len(values) != 1 else pc.field(name) == values[0]
-        if ADDED_FIELDS.get(name) is not None and ADDED_FIELDS[name] in values:
-            term = term | pc.field(name).is_null()  # rows stored before the field existed
-        expression = term if expression is None else expression & term
-    return expression
-
-
-def load_runs(
-    results: str | os.PathLike,
-    study: str | Sequence[str] | None = None,
-    condition: str | Sequence[str] | None = None,
-    *,
-    columns: Sequence[str] | None = None,
-    **param_filters: Any,
-) -> pd.DataFrame:
-    """The stored runs as a DataFrame, one row per run, columns in RUNS_SCHEMA order.
-
-    ``study``/``condition`` and any other runs column given as a keyword
-    (``mode="fixed"``, ``l1_strength=[1e-5, 3e-5]``) select rows; a list means any of.
-    """
-    root = Path(results)
-    wanted = None
-    if columns is not None:
-        unknown = [c for c in columns if c not in RUN_COLUMNS]
-        if unknown:
-            raise StoreError(f"unknown runs column {unknown[0]!r}")
-        wanted = list(dict.fromkeys(["run_id", PARTITION, *columns]))
-    expression = _filter_expression(condition, param_filters)
-    table = _read(root, "runs", study, wanted, expression)
-    frame = table.to_pandas()
-    frame = frame[[c for c in RUN_COLUMNS if c in frame.columns]]
-    frame = frame.drop_duplicates(subset=_KEYS["runs"], keep="first")
-    order = [c for c in _RUN_ORDER if c in frame.columns]
-    frame = frame.sort_values(order, kind="stable") if order else frame
-    if columns is not None:
-        frame = frame[list(columns)]
-    return frame.reset_index(drop=True)
-
-
-def _load_records(dataset: str, results, study, condition, run_columns, param_filters):
-    root = Path(results)
-    run_columns = list(run_columns)
-    runs = load_runs(
-        root,
-        study,
-        condition,
-        columns=list(dict.fromkeys(["run_id", PARTITION, *run_columns])),
-        **param_filters,
-    )
-    studies = sorted(set(runs[PARTITION])) if len(runs) else []
-    expression = pc.field("run_id").isin(sorted(set(runs["run_id"]))) if len(runs) else None
-    table = _read(root, dataset, studies, None, expression)
-    frame = table.to_pandas()
-    # orphans (traces of a run whose runs row was never written) fall out of the join
-    frame = frame.drop_duplicates(subset=_KEYS[dataset], keep="first")
-    extra = [c for c in run_columns if c not in ("run_id", PARTITION)]
-    frame = frame.merge(
-        runs[["run_id", PARTITION, *extra]], on=["run_id", PARTITION], how="inner", sort=False
-    )
-    order = ["run_id", PARTITION, *extra] + [
-        c for c in _FILE_SCHEMAS[dataset].names if c != "run_id"
-    ]
-    frame = frame[order].sort_values([PARTITION, "run_id"], kind="stable")
-    return frame.reset_index(drop=True)
-
-
-def load_traces(
-    results: str | os.PathLike,
-    study: str | Sequence[str] | None = None,
-    condition: str | Sequence[str] | None = None,
-    *,
-    run_columns: Sequence[str] = ("condition", "task", "seed"),
-    **param_filters: Any,
-) -> pd.DataFrame:
-    """Trace records of the selected runs, with ``run_columns`` of their runs row.
-
-    Rows of runs that were never fully stored (a kill between files) are left out.
-    """
-    return _load_records("traces", results, study, condition, run_columns, param_filters)
-
-
-def load_events(
-    results: str | os.PathLike,
-    study: str | Sequence[str] | None = None,
-    condition: str | Sequence[str] | None = None,
-    *,
-    run_columns: Sequence[str] = ("condition", "task", "seed"),
-    **param_filters: Any,
-) -> pd.DataFrame:
-    """Birth (kind 0) and death (kind 1) events of the selected runs; see load_traces."""
-    return _load_records("events", results, study, condition, run_columns, param_filters)
-
-
-def _floor(values: pd.Series) -> float:
-    distinct = values.dropna().unique()
-    return float(distinct[0]) if len(distinct) == 1 else math.nan
-
-
-def summary(
-    results: str | os.PathLike,
-    by: str | Iterable[str] = ("condition",),
-    study: str | Sequence[str] | None = None,
-    **param_filters: Any,
-) -> pd.DataFrame:
-    """Median and inter-quartile range of final N and final loss per group.
-
-    Statistics are over runs with status ``ok``; ``n_runs`` counts every stored run,
-    ``n_diverged`` and ``n_error`` the others. ``entropy_floor`` is the task's floor (NaN
-    when the group mixes floors or the task has none, as for ``file:`` tasks).
-    """
-    keys = [b.strip() for b in by.split(",")] if isinstance(by, str) else list(by)
-    keys = [k for k in keys if k]
-    if not keys:
-        raise StoreError("summary needs at least one column to group by")
-    for key in keys:
-        if key not in RUN_COLUMNS:
-            raise StoreError(
-                f"cannot group by {key!r}: not a column of runs; columns are "
-                f"{', '.join(RUN_COLUMNS)}"
-            )
-    runs = load_runs(results, study, **param_filters)
-    stats = ["n_runs", "n_ok", "n_diverged", "n_error"]
-    for name in ("final_neurons", "final_loss"):
-        stats += [f"{name}_median", f"{name}_q25", f"{name}_q75"]
-    stats.append("entropy_floor")
-    if runs.empty:
-        return pd.DataFrame(columns=keys + stats)
-    rows = []
-    for group, part in runs.groupby(keys, dropna=False, sort=True):
-        group = group if isinstance(group, tuple) else (group,)
-        ok = part[part["status"] == "ok"]
-        row = dict(zip(keys, group, strict=True))
-        row.update(
-            n_runs=len(part),
-            n_ok=len(ok),
-            n_diverged=int((part["status"] == "diverged").sum()),
-            n_error=int((part["status"] == "error").sum()),
-        )
-        for name in ("final_neurons", "final_loss"):
-            values = ok[name].astype(float)
-            q25, median, q75 = (
-                values.quantile([0.25, 0.5, 0.75]).tolist() if len(values) else [math.nan] * 3
-            )
-            row.update({f"{name}_median": median, f"{name}_q25": q25, f"{name}_q75": q75})
-        row["entropy_floor"] = _floor(part["entropy_floor"])
-        rows.append(row)
-    return pd.DataFrame(rows, columns=keys + stats)

@@ -10,6 +10,7 @@ from the pools of ``engine.state.Draws`` that the driver fills from the run's ge
 
 from __future__ import annotations
 
+from .growth import _addition_drawn, _choose_deletions, _normal
 from .jit import by_type, internal_kernel, kernel
 from .state import (
     BIRTH,
@@ -134,30 +135,6 @@ def _compact(net, keep, source, n):
             net.Whh[r, c] = net.Whh[o, source[c]]
             net.mem_Whh[r, c] = net.mem_Whh[o, source[c]]
     net.counters[N_ACTIVE] = new
-
-
-@kernel(inline=True)
-def _uniform(draws):
-    """The next uniform draw in [0, 1) of the structure stream (pre-drawn by the driver)."""
-    i = draws.cursor[0]
-    draws.cursor[0] = i + 1
-    return draws.uniforms[i]
-
-
-@kernel(inline=True)
-def _normal(draws, scale):
-    """The next N(0, scale^2) draw of the new-weights stream (pre-drawn by the driver)."""
-    i = draws.cursor[1]
-    draws.cursor[1] = i + 1
-    return scale * draws.normals[i]
-
-
-@internal_kernel
-def _shuffle(draws, items):
-    """Fisher-Yates from uniform draws."""
-    for i in range(items.size - 1, 0, -1):
-        j = min(int(_uniform(draws) * (i + 1)), i)
-        items[i], items[j] = items[j], items[i]
 
 
 @internal_kernel
@@ -341,83 +318,35 @@ def _add_neuron(net, hp, draws, cycle, events, fill):
 
 
 @internal_kernel
-def _order_candidates(net, strength, order, keep, candidates):
-    """Order the below-threshold candidates for ``deletion_order``: the first ``keep``
-    (the reserve) are the ones to keep, the rest are tried for deletion in the order the
-    name says. Order 1 ("oldest") keeps the youngest and tries the oldest first, 2
-    ("youngest") keeps the oldest and tries the youngest first, 3 ("weakest") keeps the
-    strongest and tries the weakest first. A stable insertion sort, most worth keeping
-    first (ties in index order), then the part beyond the reserve reversed (so tied
-    candidates are tried from the highest index down)."""
-    for a in range(1, candidates.size):
-        item = candidates[a]
-        b = a
-        while b > 0:
-            other = candidates[b - 1]
-            if order == 1:
-                before = net.birth_cycle[item] > net.birth_cycle[other]
-            elif order == 2:
-                before = net.birth_cycle[item] < net.birth_cycle[other]
-            else:
-                before = strength[item] > strength[other]
-            if not before:
-                break
-            candidates[b] = other
-            b -= 1
-        candidates[b] = item
-    low, high = min(keep, candidates.size), candidates.size - 1
-    while low < high:
-        candidates[low], candidates[high] = candidates[high], candidates[low]
-        low += 1
-        high -= 1
-
-
-@internal_kernel
 def _structure_step(net, s, hp, draws, cycle, events, fill):
-    """Multiplier floor (first method), strengths, deletion (keep k in reserve), addition."""
+    """Multiplier floor (first method), strengths, deletion (keep k in reserve), addition:
+    the rule of ``engine.growth`` on the network's neurons."""
     n = net.counters[N_ACTIVE]
     _floor(hp.criterion, net, hp)
     _strengths(hp.criterion, net, s, hp)
     strength = s.strengths
-    below = s.order
-    n_below = 0
-    for i in range(n):
-        if strength[i] <= hp.deletion_threshold:
-            below[n_below] = i
-            n_below += 1
-    if n_below > hp.keep_below:
-        candidates = below[:n_below]
-        if hp.deletion_order == 0:
-            _shuffle(draws, candidates)
-        else:
-            _order_candidates(net, strength, hp.deletion_order, hp.keep_below, candidates)
+    doomed = s.doomed
+    n_below, n_doomed = _choose_deletions(
+        hp, strength, net.birth_cycle, n, draws, s.order, doomed, 0
+    )
+    if n_doomed > 0:
         keep = s.keep
         for i in range(n):
             keep[i] = True
-        deleted = False
-        for q in range(hp.keep_below, n_below):
-            if _uniform(draws) < hp.delete_prob:
-                i = candidates[q]
-                keep[i] = False
-                deleted = True
-                _record_event(
-                    events,
-                    fill,
-                    cycle,
-                    net.neuron_id[i],
-                    DEATH,
-                    cycle - net.birth_cycle[i],
-                    strength[i],
-                )
-                if hp.inherit_deleted:
-                    _store_deleted(net, i, n)
-        if deleted:
-            _compact(net, keep, s.order, n)
-    # strengths are not recomputed after deletions: n_below < k <=> more than N - k of the
-    # survivors are above threshold (deletions only happen when n_below > k)
-    if net.counters[N_ACTIVE] < hp.max_neurons:
-        add = n_below < hp.keep_below and _uniform(draws) < hp.add_prob
-        if _uniform(draws) < hp.spontaneous_add_prob:
-            add = True
-        if add:
-            _add_neuron(net, hp, draws, cycle, events, fill)
+        for q in range(n_doomed):
+            i = doomed[q]
+            keep[i] = False
+            _record_event(
+                events,
+                fill,
+                cycle,
+                net.neuron_id[i],
+                DEATH,
+                cycle - net.birth_cycle[i],
+                strength[i],
+            )
+            if hp.inherit_deleted:
+                _store_deleted(net, i, n)
+        _compact(net, keep, s.order, n)
+    if net.counters[N_ACTIVE] < hp.max_neurons and _addition_drawn(hp, n_below, draws):
+        _add_neuron(net, hp, draws, cycle, events, fill)

@@ -86,7 +86,8 @@ def draws_pool(rng: np.random.Generator, uniforms: int, normals: int) -> Draws:
 
 
 # -- the deletion variants (tests/test_variants.py) -----------------------------------------
-from engine.structure import _order_candidates, _store_deleted  # noqa: E402
+from engine.growth import _order_candidates  # noqa: E402
+from engine.structure import _store_deleted  # noqa: E402
 
 
 @kernel
@@ -100,4 +101,14 @@ def store_deleted(net, i, n):
 def order_candidates(net, strength, order, keep, candidates):
     """Order ``candidates`` in place by deletion order code ``order`` (1, 2, 3), the first
     ``keep`` kept, the rest in the order they are tried."""
-    _order_candidates(net, strength, order, keep, candidates)
+    _order_candidates(net.birth_cycle, strength, order, keep, candidates)
+
+
+# -- the feedforward model (tests/test_mlp_structure.py) -------------------------------------
+from engine.mlp.structure import _mlp_structure_step  # noqa: E402
+
+
+@kernel
+def mlp_structure_step(net, s, hp, draws, cycle, events, fill):
+    """The feedforward structure step alone (no training step before it)."""
+    _mlp_structure_step(net, s, hp, draws, cycle, events, fill)

@@ -34,6 +34,23 @@ CASES = {
     "fixed-20": ({"mode": "fixed", "hidden_size": 20}, "hard", 3000, 14),
     "float32": ({"dtype": "float32"}, "hard", 3000, 15),
     "variable-grown": ({"add_prob": 0.5, "delete_prob": 0.5, "capacity": 40}, "hard", 2500, 16),
+    # the feedforward model: widths and depth learned, a schedule of teachers, the later
+    # method on digits, float32, and a fixed network
+    "mlp-teacher": ({"model": "mlp", "log_every": 250}, "teacher:8x2", 3000, 21),
+    "mlp-schedule": (
+        {"model": "mlp", "add_prob": 0.3, "delete_prob": 0.5, "log_every": 250},
+        "teacher:2x1@0,teacher:16x2@1000,teacher:2x1@2000",
+        3000,
+        22,
+    ),
+    "mlp-digits-outgoing": ({"model": "mlp", "criterion": "outgoing"}, "digits", 2000, 23),
+    "mlp-float32": ({"model": "mlp", "dtype": "float32"}, "teacher:8x1", 2000, 24),
+    "mlp-fixed": (
+        {"model": "mlp", "mode": "fixed", "hidden_size": 8, "initial_blocks": 2},
+        "teacher:8x2",
+        2000,
+        25,
+    ),
 }
 
 
@@ -47,11 +64,12 @@ def _sha(*arrays: np.ndarray) -> str:
 def digest(name: str) -> dict:
     """Run the golden case ``name`` and return its digests."""
     from engine import RunConfig, run
+    from engine.mlp.state import active_mlp_view
     from engine.state import active_view
 
     changes, task, cycles, seed = CASES[name]
     result = run(RunConfig(**changes), task, cycles, seed, keep_network=True)
-    view = active_view(result.network)
+    view = (active_mlp_view if result.final_blocks is not None else active_view)(result.network)
     return {
         "run_id": result.run_id,
         "status": result.status,
@@ -60,6 +78,20 @@ def digest(name: str) -> dict:
         "traces_sha256": _sha(result.traces),
         "events_sha256": _sha(result.events),
         "network_sha256": _sha(*(view[k] for k in sorted(view))),
+    } | (_feedforward(result) if result.final_blocks is not None else {})
+
+
+def _feedforward(result) -> dict:
+    """A feedforward run's own outcome: its depth and widths, its floor (the teacher's
+    Monte Carlo estimate, compiled portably too) and its test set's loss."""
+
+    def hexed(value):
+        return None if value is None else float(value).hex()
+
+    return {
+        "final_widths": list(result.final_widths),
+        "entropy_floor": hexed(result.entropy_floor),
+        "test_loss": hexed(result.test_loss),
     }
 
 

@@ -23,7 +23,8 @@ Two methods, as for the recurrent network:
 * ``criterion="outgoing"`` (REFERENCE-LATER.md): no neuron multipliers (u = z), block
   multipliers mu_b still; RMSProp with a clipped step, then the L1 step w -= A sign(w) on
   every W2_b, W_out and mu_b; a neuron's strength is 2 * mean_i |W2_b[i, j]|, a block's
-  |mu_b|; no floor.
+  |mu_b|; no floor for neurons, mu = max(mu, T_D / 2) for blocks (so that no block
+  multiplier crosses zero: ``engine.mlp.structure._floor_blocks`` says why).
 
 Randomness: every random number comes from a ``Draws`` object (pre-drawn pools of uniforms
 and standard normals read front to back); see ``Draws`` and ``structure_step`` for the
@@ -566,21 +567,21 @@ def new_neuron(config, stream_width, draws):
     """A new neuron's weights and memories; consumes 2 S normals: its W1 row first, then
     its W2 column (each ``init_scale * normals(S)``), and no uniform.
 
-    "multiplier": W1 row and W2 column ~ Normal(0, init_scale^2), c = 0; all memories 0.
+    "multiplier": W1 row and W2 column ~ Normal(0, init_scale^2), c = 0.
     "outgoing": the W2 column rescaled so that its strength 2 * sum|column| / S is
-    T_D / 2 (left at zero if it is all zero, init_scale 0); memories 0.01 for the W1 row
-    and c (incoming), 0 for the W2 column.
+    T_D / 2 (left at zero if it is all zero, init_scale 0).
+    Memories as the optimizer starts a run's (``initial_memories``): under RMSProp 0.01
+    for the W1 row and c (incoming), 0 for the W2 column; all 0 under Adagrad.
     Returns dict(W1=(S,), c=float, W2=(S,), mem_W1, mem_c, mem_W2); the multiplier (T_D in
     a block, 1.0 in a new block) is set by the caller."""
     S = stream_width
     w1 = config.init_scale * draws.normals(S)
     w2 = config.init_scale * draws.normals(S)
-    incoming_memory = 0.0
     if config.criterion == "outgoing":
         strength = 2.0 * np.abs(w2).sum() / S
         if strength > 0:
             w2 = w2 * (0.5 * config.deletion_threshold / strength)
-        incoming_memory = NEW_MEMORY
+    incoming_memory = NEW_MEMORY if config.optimizer == "rmsprop" else 0.0
     return dict(
         W1=w1,
         c=0.0,
@@ -643,7 +644,7 @@ def structure_step(state, config, draws):
       3. addition while n_b (after the deletions) < capacity - 1: ``addition_drawn``, then
          ``add_neuron`` (appended at the block's end).
     Then the blocks, the same rule on |mu_b| with the same T_D, k, P_del, P_add:
-      1. "multiplier" only: mu = max(mu, M_min);
+      1. mu = max(mu, M_min) ("multiplier") or mu = max(mu, T_D / 2) ("outgoing");
       2. deletion (never the last block);
       3. addition while K (after the deletions) < max_blocks - 1: ``add_block`` (on top).
 
@@ -674,6 +675,8 @@ def structure_step(state, config, draws):
 
     if p.m is not None:
         p.mu = np.maximum(p.mu, config.min_multiplier)
+    else:  # the later method: block multipliers floored at T_D / 2, never crossing zero
+        p.mu = np.maximum(p.mu, 0.5 * config.deletion_threshold)
     doomed, n_below = choose_deletions(block_strengths(state), config, draws)
     for i in doomed:
         events.append(Event("delete", "block", int(state.block_ids[i]), NO_NEURON))

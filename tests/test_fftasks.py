@@ -1,9 +1,16 @@
-"""Feedforward tasks: spec parsing, the teacher, its floor, the pools, and the digits split."""
+"""Feedforward tasks: spec parsing, the teacher, its compiled arithmetic against NumPy's,
+its floor, the pools, and the digits split."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +19,7 @@ from hypothesis import strategies as st
 
 from engine import ConfigError, fftasks
 from engine.fftasks import (
+    OUTPUT_SCALE,
     DigitsData,
     FFPhase,
     Teacher,
@@ -25,6 +33,8 @@ from engine.fftasks import (
     teacher_floor,
     teacher_probabilities,
 )
+from engine.jit import TARGET
+from engine.mlp.teacher import Forward, entropy_rows, orthonormal_rows, sample_rows
 
 LOG10 = math.log(10)
 
@@ -262,6 +272,221 @@ def test_probabilities_are_a_stable_softmax():
     assert np.all(np.isfinite(huge)) and np.allclose(huge.sum(axis=-1), 1.0)
     assert np.all(huge.max(axis=-1) > 0.99)
     assert "input_dim" in _one_line(ValueError, teacher_probabilities, teacher, x[..., :15])
+
+
+# -- the compiled arithmetic (engine.mlp.teacher) against NumPy's --------------------------
+def _lapack_q(gaussian: np.ndarray) -> np.ndarray:
+    """The reference: Q of NumPy's (LAPACK's) QR, R's diagonal signs moved into Q."""
+    q, r = np.linalg.qr(gaussian)
+    return q * np.where(np.diag(r) < 0.0, -1.0, 1.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 1), (16, 8), (64, 64), (200, 37), (256, 256)])
+def test_kernel_qr_agrees_with_lapack(shape):
+    gaussian = np.random.default_rng(sum(shape)).standard_normal(shape)
+    before = gaussian.copy()
+    q_t = orthonormal_rows(gaussian.T)  # rows of Q^T: the columns of Q
+    assert np.array_equal(gaussian, before)  # works on a copy
+    np.testing.assert_allclose(q_t.T, _lapack_q(gaussian), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(q_t @ q_t.T, np.eye(shape[1]), rtol=0, atol=1e-13)
+    # Q^T A is the R factor: upper triangular with a positive diagonal
+    r = q_t @ gaussian
+    assert np.all(np.diag(r) > 0)
+    np.testing.assert_allclose(np.tril(r, -1), 0.0, atol=1e-12 * np.abs(r).max())
+
+
+def test_kernel_qr_refuses_what_it_cannot_orthonormalise():
+    assert "no more rows" in _one_line(ValueError, orthonormal_rows, np.ones((3, 2)))
+    rng = np.random.default_rng(0)
+    for row, value in ((0, 0.0), (1, 0.0), (2, "sum")):
+        singular = rng.standard_normal((3, 5))
+        # a zero row, or a row in the span of the others (not exactly: rounding)
+        singular[row] = singular[0] - 0.3 * singular[1] if value == "sum" else value
+        assert "rank-deficient" in _one_line(ValueError, orthonormal_rows, singular)
+    nearly = rng.standard_normal((3, 5))
+    nearly[2] = nearly[0] + 1e-6 * nearly[2]  # ill-conditioned but independent: accepted
+    q_t = orthonormal_rows(nearly)
+    np.testing.assert_allclose(q_t @ q_t.T, np.eye(3), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("width,depth", [(1, 1), (8, 2), (40, 2), (64, 3)])
+def test_teacher_weights_are_lapacks_qr_of_the_same_draws(width, depth):
+    """The weights are what the LAPACK version made of the same Gaussian draws, to
+    rounding: same draws in the same order, same orientation (tall: Q; wide: Q^T), same
+    scales. W = 8 has a tall first layer and a wide output layer, W = 40 the opposite."""
+    teacher = make_teacher(width, depth, 16, 10, np.random.default_rng(width), gain=1.3)
+    replay = np.random.default_rng(width)
+    layers = [(w, 1.3) for w in teacher.hidden] + [(teacher.output, OUTPUT_SCALE)]
+    for weights, factor in layers:
+        rows, cols = weights.shape
+        scale = factor * math.sqrt(max(1.0, cols / rows))
+        gaussian = replay.standard_normal((rows, cols) if rows >= cols else (cols, rows))
+        q = _lapack_q(gaussian)
+        expected = (q if rows >= cols else q.T) * scale
+        np.testing.assert_allclose(weights, expected, rtol=0, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("width,depth", [(1, 1), (8, 2), (37, 3)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_logits_agree_with_numpy(width, depth, dtype):
+    """Logits as NumPy computes them (BLAS products, np.tanh) to 1e-12 relative; float32
+    inputs are taken at their float32 values, in float64."""
+    teacher = _teacher(width, depth, seed=5)
+    x = np.random.default_rng(6).standard_normal((300, 16)).astype(dtype)
+    forward = Forward(teacher.hidden, teacher.output, 300)
+    logits = forward.logits(x, np.empty((300, 10)))
+    h = x.astype(np.float64)
+    for weights in teacher.hidden:
+        h = np.tanh(h @ weights)
+    expected = h @ teacher.output
+    np.testing.assert_allclose(logits, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    # a shorter block through the same buffers: the same bits for the same rows
+    again = forward.logits(x[3:10], np.empty((7, 10)))
+    assert again.tobytes() == logits[3:10].tobytes()
+    assert "x has shape" in _one_line(ValueError, forward.logits, x[:, :15], np.empty((300, 10)))
+    assert "out has shape" in _one_line(ValueError, forward.logits, x, np.empty((30, 10)))
+
+
+def test_kernel_entropies_agree_with_numpy():
+    """To 1e-12 relative, or 2e-15 nats where the entropy is nearly 0 (there both
+    compute the log of a total within rounding of 1, and differ by an ulp of 1)."""
+    rng = np.random.default_rng(7)
+    scales = rng.choice([1e-3, 0.3, 1.0, 4.0, 30.0, 1e3], size=(3000, 1))
+    logits = rng.standard_normal((3000, 10)) * scales
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    total = e.sum(axis=1)
+    expected = np.log(total) - (e * z).sum(axis=1) / total
+    got = entropy_rows(logits.copy())
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=2e-15)
+    assert np.all(got >= 0.0)
+    # all-equal logits: log(classes) exactly, whatever their value
+    assert np.all(entropy_rows(np.full((3, 10), -2.5)) == LOG10)
+    # the logits are left holding the probabilities
+    probs = logits.copy()
+    entropy_rows(probs)
+    np.testing.assert_allclose(probs, e / total[:, None], rtol=1e-12, atol=1e-300)
+
+
+def test_kernel_labels_equal_numpy_inverse_cdf_on_the_same_draws():
+    """Labels of fill_teacher_batches, recomputed from its own draws (inputs, then one
+    uniform per row: one chunk here) by NumPy's inverse CDF: (a) on the kernel's
+    probabilities with np.cumsum, the same arithmetic, so equal by construction; (b) on
+    a plain NumPy forward (BLAS, np.tanh, np.exp), whose probabilities differ by a few
+    ulp: a label can then differ only if u falls within ~1e-15 of a cumulative
+    probability, odds ~1e-10 over these rows, so equality is required there too."""
+    teacher = _teacher(width=8, depth=2, seed=13)
+    x, y = _pools(n=5, batch=1000)
+    assert fftasks._chunk_rows(teacher) >= y.size
+    fill_teacher_batches(teacher, np.random.default_rng(14), x, y)
+    replay = np.random.default_rng(14)
+    assert replay.standard_normal(x.shape).tobytes() == x.tobytes()
+    u = replay.random(y.size)
+
+    def inverse_cdf(p):
+        return np.minimum((np.cumsum(p, axis=1) <= u[:, None]).sum(axis=1), 9)
+
+    assert np.array_equal(y.ravel(), inverse_cdf(teacher_probabilities(teacher, x).reshape(-1, 10)))
+    h = x.reshape(-1, 16)
+    for weights in teacher.hidden:
+        h = np.tanh(h @ weights)
+    logits = h @ teacher.output
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    assert np.array_equal(y.ravel(), inverse_cdf(e / e.sum(axis=1, keepdims=True)))
+    assert len(np.unique(y)) == 10  # every class drawn: the comparison covers them all
+
+
+def test_sampling_picks_the_first_class_whose_cumulative_probability_exceeds_u():
+    below_half = np.nextafter(0.5, 0.0)
+    below_one = np.nextafter(1.0, 0.0)
+    logits = np.array(
+        [[0.0, 0.0, -1e300]] * 3  # p = (1/2, 1/2, 0)
+        + [[-1e300, 7.0, 7.0]]  # p = (0, 1/2, 1/2): a class of probability 0 is never drawn
+        + [[0.0] * 3]  # p = 1/3 each
+    )
+    u = np.array([below_half, 0.5, below_one, 0.0, below_one])
+    labels = sample_rows(logits, u)
+    assert labels.dtype == np.int64
+    # u = 0.5 equals the first cumulative value, which does not exceed it: class 1
+    assert labels.tolist() == [0, 1, 1, 1, 2]
+    # ten classes of 1/10: summed in order they reach 1 - 2^-53 < 1; u = 1 - 2^-53 is not
+    # exceeded by any cumulative value, and the last class is drawn, not an 11th
+    tenths = np.zeros((1, 10))
+    assert sample_rows(tenths.copy(), np.array([below_one])).tolist() == [9]
+    softmax = tenths.copy()
+    sample_rows(softmax, np.array([0.0]))
+    assert np.cumsum(softmax[0])[-1] == below_one
+    assert "u has shape" in _one_line(ValueError, sample_rows, np.zeros((2, 3)), np.zeros(3))
+    assert "writeable" in _one_line(ValueError, sample_rows, np.zeros((2, 3)).T, np.zeros(3))
+
+
+def test_teacher_arithmetic_calls_no_lapack_and_no_numpy_math(monkeypatch):
+    """LAPACK's QR and NumPy's tanh, exp and log choose code by the host CPU: none of them
+    may run when a teacher is made or used. (A matrix product by ``@`` cannot be
+    intercepted here; the agreement tests above would not tell it from the kernels.)"""
+    teacher = _teacher()  # compiles the kernels before NumPy is wrapped
+    teacher_floor(teacher, np.random.default_rng(0), max_samples=100)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a host-dependent NumPy function was called")
+
+    monkeypatch.setattr(np.linalg, "qr", refuse)
+    for name in ("tanh", "exp", "log", "einsum", "dot", "matmul", "cumsum"):
+        monkeypatch.setattr(np, name, refuse)
+    teacher = _teacher(width=12, depth=3, seed=1)
+    x, y = _pools()
+    fill_teacher_batches(teacher, np.random.default_rng(0), x, y)
+    teacher_probabilities(teacher, x)
+    teacher_floor(teacher, np.random.default_rng(0), max_samples=100)
+
+
+def _teacher_digest() -> dict[str, str]:
+    """Digests of a teacher's weights, of pools it labelled and of its floor: the bits
+    the portable build must give on every machine. W = 23 and 10 classes: loops with a
+    vector remainder."""
+    teacher = make_teacher(23, 3, 16, 10, np.random.default_rng(0))
+    weights = hashlib.sha256()
+    for array in teacher.hidden + (teacher.output,):
+        weights.update(array.tobytes())
+    pools = hashlib.sha256()
+    for dtype in (np.float64, np.float32):
+        x, y = _pools(n=7, batch=300, x_dtype=dtype)
+        fill_teacher_batches(teacher, np.random.default_rng(1), x, y)
+        pools.update(x.tobytes() + y.tobytes())
+    floor = teacher_floor(teacher, np.random.default_rng(2), standard_error=1e-2)
+    return {
+        "weights": weights.hexdigest(),
+        "pools": pools.hexdigest(),
+        "floor": floor.value.hex(),
+        "floor_se": floor.standard_error.hex(),
+    }
+
+
+@pytest.mark.skipif(
+    TARGET.label != "x86_64-v3", reason=f"this process compiles for {TARGET.label}, not x86-64-v3"
+)
+def test_teacher_bits_are_the_same_compiled_as_if_on_an_avx512_cpu(tmp_path):
+    """A fresh process, an empty cache, LLVM told the host is a Skylake-SP with AVX-512
+    (as tests/test_golden.py does for the recurrent runs): the teacher, its labels and its
+    floor come out bit for bit as in this process."""
+    here = Path(__file__).resolve().parent
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path[:0] = [{str(here.parent / "bench")!r}, {str(here)!r}]
+        import portability
+        portability.pretend("skylake-avx512", portability.AVX512, ())
+        from engine.jit import TARGET
+        from test_fftasks import _teacher_digest
+        print(json.dumps({{"target": TARGET.label, **_teacher_digest()}}))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("DIFFRNN_TARGET", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"target": "x86_64-v3", **_teacher_digest()}
 
 
 # -- the floor -------------------------------------------------------------------------------

@@ -340,6 +340,7 @@ def test_outgoing_strength_is_twice_the_mean_and_equal_counts_as_below():
     above stays, and so does the strongest (it is above anyway). With k = 0 never fewer
     than k are below: one add uniform (the spontaneous one) for the block and the blocks."""
     state = _state("outgoing", [4])
+    state.params.mu = np.array([1.0])  # the block well above threshold
     state.params.W2[0] = np.array(
         [
             [1 / 32, 1 / 64, 1 / 32 + 2**-20, 0.5],
@@ -787,6 +788,8 @@ def test_structure_step_events_match_the_changes(
     if criterion == "multiplier":
         before.params.m = [np.maximum(m, config.min_multiplier) for m in before.params.m]
         before.params.mu = np.maximum(before.params.mu, config.min_multiplier)
+    else:
+        before.params.mu = np.maximum(before.params.mu, 0.5 * config.deletion_threshold)
     strengths = [neuron_strengths(before, b) for b in range(len(widths))]
     draws = Draws.from_generator(rng, 200, 200)
     events = structure_step(state, config, draws)

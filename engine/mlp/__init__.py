@@ -1,0 +1,1 @@
+"""The feedforward model (``model = "mlp"``): residual blocks of learned width and depth."""
