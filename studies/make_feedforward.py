@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from engine import store
@@ -164,7 +165,23 @@ def fixed_section(runs: pd.DataFrame, links: dict[str, str]) -> tuple[list[str],
             ]
         )
     best = min(fixed, key=lambda c: medians[c]) if fixed else None
-    facts = {"medians": medians, "best_fixed": best, "fixed": fixed}
+    # a fixed network of the learned network's median size: interpolated between the
+    # fixed sizes in log(size)
+    sizes = [done[done["condition"] == c]["final_neurons"].median() for c in fixed]
+    learned = done[done["condition"] == "variable"]["final_neurons"].median()
+    same_size = (
+        float(np.interp(np.log2(learned), np.log2(sizes), [medians[c] for c in fixed]))
+        if fixed and learned > 0
+        else float("nan")
+    )
+    facts = {
+        "medians": medians,
+        "best_fixed": best,
+        "fixed": fixed,
+        "same_size": same_size,
+        "learned_size": learned,
+        "sizes": dict(zip(fixed, sizes)),
+    }
     lines = [
         "## (b) Variable against fixed sizes on one teacher",
         "",
@@ -243,6 +260,7 @@ def ehe_section(results: Path, links: dict[str, str]) -> tuple[list[str], dict]:
                 )
         rows.append(row)
         facts[condition] = {name: quartiles(part[name])[1] for name, _, _ in names}
+    switch = switch_losses(results, frame)
     lines = [
         "## (d) Easy-hard-easy teachers: the adaptability metrics",
         "",
@@ -256,9 +274,72 @@ def ehe_section(results: Path, links: dict[str, str]) -> tuple[list[str], dict]:
         "",
         f"![easy-hard-easy teachers]({links['ehe']})",
         "",
+        "Right after the switch to the hard teacher (neurons at the last trace record "
+        "before it and at the first after it, 1,000 steps later; blocks deleted in those "
+        "steps):",
+        "",
+        *md_table(
+            [
+                "method",
+                "neurons before",
+                "neurons 1,000 steps after",
+                "blocks deleted",
+                "first deletion (steps after the switch)",
+            ],
+            [
+                [
+                    c,
+                    iqr(part["before"], integer=True),
+                    iqr(part["after"], integer=True),
+                    iqr(part["blocks_deleted"], integer=True),
+                    iqr(part["first_deletion"], integer=True),
+                ]
+                for c, part in switch.groupby("condition")
+            ],
+        ),
+        "",
+        "A block is deleted, with every neuron in it, when its multiplier |mu| falls to "
+        "the threshold. When the teacher changes, lowering a block that has learned the "
+        "old teacher lowers the loss at once, so its mu falls fast: RMSProp's clipped "
+        "steps move it by up to 0.01 per step from the first step after the switch, "
+        "while Adagrad's have shrunk with 50,000 steps of accumulated gradients. Where "
+        "the later method lost its blocks, it was left with one block, which regrew "
+        "slowly (N 1,000 steps after the switch in the table).",
+        "",
     ]
     del summary
     return lines, facts
+
+
+def switch_losses(results: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Per run: neurons at the last trace record before the first switch and at the
+    first after it, and the blocks deleted between them."""
+    runs = store.load_runs(results, "ff-ehe").set_index("run_id")
+    traces = store.load_traces(results, "ff-ehe", run_id=list(frame["run_id"]))
+    events = store.load_events(results, "ff-ehe", run_id=list(frame["run_id"]))
+    rows = []
+    for run_id, trace in traces.groupby("run_id"):
+        trace = trace.sort_values("cycle")
+        start = trace[trace["phase"] == 1]["cycle"].min() - runs.loc[run_id, "log_every"]
+        before = trace[trace["cycle"] <= start]
+        after = trace[trace["cycle"] > start]
+        if before.empty or after.empty:
+            continue
+        end = after["cycle"].iloc[0]
+        mine = events[(events["run_id"] == run_id) & (events["level"] == 1)]
+        switch = start  # the last record of the easy phase is at the switch itself
+        gone = mine[(mine["kind"] == 1) & (mine["cycle"] > start) & (mine["cycle"] <= end)]
+        rows.append(
+            dict(
+                condition=runs.loc[run_id, "condition"],
+                before=before["neurons"].iloc[-1],
+                after=after["neurons"].iloc[0],
+                blocks_deleted=len(gone),
+                first_deletion=gone["cycle"].min() - switch if len(gone) else float("nan"),
+            )
+        )
+    columns = ["condition", "before", "after", "blocks_deleted", "first_deletion"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def judge(rho: float, medians: list[float]) -> str:
@@ -303,8 +384,94 @@ def verdict(facts: dict) -> list[str]:
             if math.isfinite(values["shrinkage"])
             else f"- **Shrinking ({condition}):** the network did not grow in the hard phase."
         )
-    lines.append("")
+    lines += ["", conclusion(facts), ""]
     return lines
+
+
+def conclusion(facts: dict) -> str:
+    """One plain paragraph: does the method extend to feedforward networks as the paper
+    says it would, on these tasks and at these settings."""
+    size, fixed, ehe = facts.get("size", {}), facts.get("fixed", {}), facts.get("ehe", {})
+    parts = []
+    if size:
+        width = judge(size["rho_width"], list(size["neurons_by_width"].values()))
+        depth = judge(size["rho_depth"], list(size["blocks_by_depth"].values()))
+        parts.append(
+            "the mechanism itself works (gradient descent adds and deletes neurons in every "
+            f"block and whole blocks); the learned depth follows the teacher's: {depth}; "
+            f"the learned width follows the teacher's: {width}"
+        )
+    if fixed and fixed.get("best_fixed"):
+        medians = fixed["medians"]
+        mine = medians.get("variable", float("nan"))
+        better = [c for c in fixed["fixed"] if medians[c] < mine]
+        same = fixed["same_size"]
+        verb = (
+            "about as close to the floor as"
+            if abs(mine - same) <= 0.02
+            else ("closer to the floor than" if mine < same else "further from the floor than")
+        )
+        parts.append(
+            f"the learned network ({fixed['learned_size']:g} neurons) ends {verb} a fixed "
+            f"network of its size ({mine:.3f} against {same:.3f} nats, interpolated), "
+            + (
+                f"and {len(better)} of {len(fixed['fixed'])} fixed sizes"
+                + (
+                    ", all larger,"
+                    if min(fixed["sizes"][c] for c in better) > fixed["learned_size"]
+                    else ""
+                )
+                + " end closer to the floor: unlike the paper's Figure 2"
+                if better
+                else "and closer than every fixed size, as in the paper's Figure 2"
+            )
+        )
+    gives_back = [
+        c for c, v in ehe.items() if math.isfinite(v["shrinkage"]) and v["shrinkage"] >= 0.5
+    ]
+    if ehe:
+        parts.append(
+            f"after the hard teacher the network gives back half its growth or more under: "
+            f"{', '.join(gives_back)}"
+            if gives_back
+            else "neither method gives back half of its hard-phase growth when the easy "
+            "teacher returns"
+        )
+    if not parts:
+        return "**In sum:** no study is stored yet."
+    holds = "holds in part" if len(parts) > 1 else "is untested here"
+    return (
+        f"**In sum, the conjecture {holds}:** " + "; ".join(parts) + ". These are 10 seeds "
+        "per point, 100,000 minibatch steps (150,000 for the schedule) at the recurrent "
+        "model's published settings, untuned for feedforward networks."
+    )
+
+
+def capacity_note(data: dict[str, pd.DataFrame]) -> list[str]:
+    """Runs whose depth or a block's width reached its buffer's limit: their size is
+    bounded by it, not learned freely."""
+    rows = []
+    for study, runs in data.items():
+        done = ok_runs(runs)
+        if done.empty:
+            continue
+        deep = done["final_blocks"] >= done["max_blocks"] - 1
+        wide = [max(w) >= c - 1 for w, c in zip(done["final_widths"], done["capacity"])]
+        full = deep | pd.Series(wide, index=done.index)
+        if full.any():
+            conditions = sorted(set(done.loc[full, "condition"]))
+            rows.append(
+                f"- `{study}`: {int(full.sum())} of {len(done)} runs ended at the depth limit "
+                f"(max_blocks - 1) or with a block at its width limit (capacity - 1): "
+                + ", ".join(conditions)
+            )
+    if not rows:
+        return []
+    return (
+        ["Runs whose size the buffers bounded (a larger buffer would let them grow on):", ""]
+        + rows
+        + [""]
+    )
 
 
 def build_report(results: Path, out: Path, figures_dir: Path) -> str:
@@ -367,7 +534,7 @@ def build_report(results: Path, out: Path, figures_dir: Path) -> str:
         ),
         "",
     ]
-    text = "\n".join(head + verdict(facts) + body)
+    text = "\n".join(head + verdict(facts) + capacity_note(data) + body)
     return text.rstrip() + "\n"
 
 
