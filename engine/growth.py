@@ -89,9 +89,11 @@ def _choose_deletions(rule, strength, birth, n, draws, below, doomed, min_left):
     Draws: when more than k are below, ``n_below - 1`` uniforms for a random order (none
     for the other orders), then one uniform per candidate beyond the k kept. ``below``
     (room for ``n``) is work space. At least ``min_left`` units survive: when the draws
-    would leave fewer (possible only with k = 0), the strongest of the doomed (the lowest
-    position on ties) are spared, without draws or events; the recurrent network passes 0,
-    the feedforward layers and blocks 1 (a layer or a network is never emptied).
+    would leave fewer (possible only with k = 0), the last ones tried are spared, without
+    draws or events: all are below threshold, and the order tried is the deletion
+    order's, so the choice never hangs on ties between strengths that two correct
+    implementations may round differently. The recurrent network passes 0, the
+    feedforward layers and blocks 1 (a layer or a network is never emptied).
     """
     n_below = 0
     for i in range(n):
@@ -109,15 +111,8 @@ def _choose_deletions(rule, strength, birth, n, draws, below, doomed, min_left):
             if _uniform(draws) < rule.delete_prob:
                 doomed[n_doomed] = candidates[q]
                 n_doomed += 1
-        while n_doomed > 0 and n - n_doomed < min_left:
-            best = 0
-            for q in range(1, n_doomed):
-                a, b = strength[doomed[q]], strength[doomed[best]]
-                if a > b or (a == b and doomed[q] < doomed[best]):
-                    best = q
-            for q in range(best, n_doomed - 1):
-                doomed[q] = doomed[q + 1]
-            n_doomed -= 1
+        if n - n_doomed < min_left:  # spare the last ones tried
+            n_doomed = max(n - min_left, 0)
     return n_below, n_doomed
 
 

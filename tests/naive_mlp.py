@@ -494,8 +494,8 @@ def choose_deletions(strengths, config, draws):
     Below threshold: strength <= T_D (above: > T_D). If more than k are below: the below
     ones in index order are shuffled (``Draws.shuffled``), the first k kept, and each of
     the rest, in shuffled order, deleted when its own uniform < P_del. The group is never
-    emptied: if every member would go (only possible with k = 0), the one with the largest
-    strength (the first of them on ties) is kept; no extra draw, no event for it.
+    emptied: if every member would go (only possible with k = 0), the last one tried is
+    kept; no extra draw, no event for it.
     """
     below = np.flatnonzero(strengths <= config.deletion_threshold)
     k = config.keep_below
@@ -506,7 +506,7 @@ def choose_deletions(strengths, config, draws):
             if draws.uniform() < config.delete_prob:
                 doomed.append(int(i))
         if len(doomed) == strengths.size:
-            doomed.remove(int(np.argmax(strengths)))
+            doomed.pop()
     return doomed, int(below.size)
 
 

@@ -29,7 +29,8 @@ def _load_script():
 
 
 def _shrunk(name: str) -> dict:
-    """The study file of ``name``, with 2 seeds and short runs (schedules rescaled)."""
+    """The study file of ``name``, with 2 seeds, short runs (schedules rescaled) and the
+    conditions of ``KEPT``."""
     import tomllib
 
     data = tomllib.loads((ROOT / "studies" / f"{name}.toml").read_text())
@@ -40,15 +41,21 @@ def _shrunk(name: str) -> dict:
         data["task"] = "teacher:4x1@0,teacher:32x2@200,teacher:4x1@400"
     kept = []
     for condition in data.get("conditions", []):
-        if condition.get("hidden_size", 0) > 16:  # the large fixed sizes are left out
-            if condition.get("mode") == "fixed":
-                continue
+        if condition["name"] not in KEPT.get(name, (condition["name"],)):
+            continue
+        if condition.get("hidden_size", 0) > 16:
             condition["hidden_size"] = 12
-        if condition.get("task") == "teacher:128x1":
-            condition["task"] = "teacher:64x1"
         kept.append(condition)
     data["conditions"] = kept
     return data
+
+
+# the conditions kept of each study (all of ff-ehe): enough for every section's rows
+KEPT = {
+    "ff-size": ("teacher-2x1", "teacher-8x1", "teacher-8x2"),
+    "ff-fixed": ("variable", "width-only", "depth-only", "fixed-4", "fixed-8"),
+    "ff-digits": ("variable", "fixed-4"),
+}
 
 
 @pytest.fixture(scope="module")

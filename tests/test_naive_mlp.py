@@ -359,11 +359,11 @@ def test_outgoing_strength_is_twice_the_mean_and_equal_counts_as_below():
 
 @pytest.mark.parametrize("criterion", CRITERIA)
 def test_last_neuron_and_last_block_never_deleted(criterion):
-    """k = 0, P_del = 1, everything below: the neuron of largest strength (index 1) and
-    the block of largest |mu| stay (the first of two equal ones: block 1 of mu 0.04, 0.04,
-    0.03). Draws: 2 shuffle + 3 deletion uniforms for the neurons, then per block one add
-    draw (0.9: with k = 0 never fewer than k below, so only the spontaneous uniform), then
-    for the blocks 2 shuffle + 3 deletion uniforms and one add draw."""
+    """k = 0, P_del = 1, everything below: the last neuron and the last block tried stay
+    (the shuffles' uniforms close to 1 leave the order 0, 1, 2 as it is). Draws: 2
+    shuffle + 3 deletion uniforms for the neurons, then per block one add draw (0.9: with
+    k = 0 never fewer than k below, so only the spontaneous uniform), then for the blocks
+    2 shuffle + 3 deletion uniforms and one add draw."""
     config = _config(criterion, keep_below=0, delete_prob=1.0)
     state = _state(criterion, [3, 1, 1])
     _set_strengths(state, 0, [0.03, 0.045, 0.04])
@@ -375,12 +375,12 @@ def test_last_neuron_and_last_block_never_deleted(criterion):
     events = _run(state, config, neurons + blocks)
     assert events == [
         Event("delete", "neuron", 0, 0),
-        Event("delete", "neuron", 0, 2),
+        Event("delete", "neuron", 0, 1),
         Event("delete", "block", 0, NO_NEURON),
-        Event("delete", "block", 2, NO_NEURON),
+        Event("delete", "block", 1, NO_NEURON),
     ]
-    assert state.block_ids.tolist() == [1]
-    assert state.neuron_ids == [np.array([3])]
+    assert state.block_ids.tolist() == [2]
+    assert state.neuron_ids == [np.array([4])]
     assert state.params.mu.tolist() == [0.04]
 
     # a single neuron alone in a single block, far below: nothing can go (no shuffle

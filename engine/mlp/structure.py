@@ -24,7 +24,6 @@ from ..jit import by_type, internal_kernel, kernel
 from ..state import BIRTH, DEATH, Adagrad, ByMultiplier, ByOutgoing, RMSProp
 from .state import BLOCK_LEVEL, N_BLOCKS, NEURON_LEVEL, NEXT_BLOCK, NEXT_NEURON
 
-
 # an int64 zero that is not a literal: a literal 0 passed to a helper makes Numba compile
 # that helper a second time for the literal type (measured: 1-2 s of cold compile each)
 _ZERO = np.int64(0)
