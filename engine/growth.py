@@ -12,11 +12,10 @@ REFERENCE-LATER.md step 5):
   below and a uniform < P_add) or a second uniform < the spontaneous probability.
 
 What a unit *is* (its weights, how it is compacted away, how a new one is made) is the
-model's business; this module only decides. ``rule`` is any NamedTuple with the fields
-``deletion_threshold, keep_below, delete_prob, add_prob, spontaneous_add_prob,
-deletion_order`` (each model's ``Hyper`` has them), so one kernel source serves both
-models. Draws come from ``engine.state.Draws`` pools, in the order documented in
-``choose_deletions``.
+model's business; this module only decides. ``rule`` is the run's
+``engine.state.GrowthRule`` (``hp.rule`` in both models' hyper-parameters), so one kernel
+source, and one compiled function, serves both models. Draws come from
+``engine.state.Draws`` pools, in the order documented in ``_choose_deletions``.
 """
 
 from __future__ import annotations
@@ -116,7 +115,7 @@ def _choose_deletions(rule, strength, birth, n, draws, below, doomed, min_left):
     return n_below, n_doomed
 
 
-@internal_kernel
+@kernel(inline=True)
 def _addition_drawn(rule, n_below, draws):
     """Whether to add a unit, for a group with room for one. ``n_below`` counts the group
     before its deletions (strengths are not recomputed after them): as deletions leave at

@@ -108,9 +108,10 @@ class Scratch(NamedTuple):
     dh_raw: np.ndarray  # (seq_len, width) gradient at the tanh input, per step
     dh_next: np.ndarray  # (width,)
     strengths: np.ndarray  # (width,) each neuron's strength (|m| or its outgoing norm)
-    order: np.ndarray  # (capacity,) int64, structure step
+    order: np.ndarray  # (2 capacity,) int64, structure step: below-threshold neurons,
+    # then the ones to delete (one array, not two: each array passed to every kernel
+    # costs compile time)
     keep: np.ndarray  # (capacity,) bool, structure step
-    doomed: np.ndarray  # (capacity,) int64, structure step: the neurons to delete
 
 
 LANES = 8  # float32 lanes of a 256-bit vector; a multiple of float64's 4
@@ -192,6 +193,30 @@ RMSPROP_INITIAL_MEMORY = 0.01  # REFERENCE-LATER.md: Wxh and bh at the start, ne
 OUTGOING_RECURRENT_SCALE = 4.0  # the recurrent part counts as much as 4 output weights
 
 
+class GrowthRule(NamedTuple):
+    """The parameters of the growth and pruning rule (``engine.growth``), apart from the
+    rest of ``Hyper`` so that the rule's kernels are typed on six scalars, not on every
+    hyper-parameter (measured: 5-6 s less cold compile per variant)."""
+
+    deletion_threshold: float
+    keep_below: int
+    delete_prob: float
+    add_prob: float
+    spontaneous_add_prob: float
+    deletion_order: int  # DELETION_ORDER_CODES
+
+
+def growth_rule(config: RunConfig) -> GrowthRule:
+    return GrowthRule(
+        deletion_threshold=config.deletion_threshold,
+        keep_below=config.keep_below,
+        delete_prob=config.delete_prob,
+        add_prob=config.add_prob,
+        spontaneous_add_prob=config.spontaneous_add_prob,
+        deletion_order=DELETION_ORDER_CODES[config.deletion_order],
+    )
+
+
 class Hyper(NamedTuple):
     """Scalars the kernels read; float fields used in hot loops carry the run's dtype."""
 
@@ -217,6 +242,7 @@ class Hyper(NamedTuple):
     adagrad_eps: np.floating
     optimizer: Adagrad | RMSProp
     criterion: ByMultiplier | ByOutgoing
+    rule: GrowthRule
 
 
 def make_hyper(config: RunConfig, vocab: int) -> Hyper:
@@ -260,6 +286,7 @@ def make_hyper(config: RunConfig, vocab: int) -> Hyper:
         adagrad_eps=real(1e-8),
         optimizer=optimizer,
         criterion=criterion,
+        rule=growth_rule(config),
     )
 
 
@@ -346,9 +373,8 @@ def allocate_scratch(capacity: int, vocab: int, seq_len: int, dtype: str | np.dt
             ((seq_len, width), real),
             ((width,), real),
             ((width,), real),
-            ((capacity,), np.int64),
+            ((2 * capacity,), np.int64),
             ((capacity,), np.bool_),
-            ((capacity,), np.int64),
         ]
     )
     probs = arrays[8]

@@ -325,9 +325,10 @@ def _structure_step(net, s, hp, draws, cycle, events, fill):
     _floor(hp.criterion, net, hp)
     _strengths(hp.criterion, net, s, hp)
     strength = s.strengths
-    doomed = s.doomed
+    capacity = net.hidden.size
+    doomed = s.order[capacity:]
     n_below, n_doomed = _choose_deletions(
-        hp, strength, net.birth_cycle, n, draws, s.order, doomed, 0
+        hp.rule, strength, net.birth_cycle, n, draws, s.order[:capacity], doomed, 0
     )
     if n_doomed > 0:
         keep = s.keep
@@ -348,5 +349,5 @@ def _structure_step(net, s, hp, draws, cycle, events, fill):
             if hp.inherit_deleted:
                 _store_deleted(net, i, n)
         _compact(net, keep, s.order, n)
-    if net.counters[N_ACTIVE] < hp.max_neurons and _addition_drawn(hp, n_below, draws):
+    if net.counters[N_ACTIVE] < hp.max_neurons and _addition_drawn(hp.rule, n_below, draws):
         _add_neuron(net, hp, draws, cycle, events, fill)

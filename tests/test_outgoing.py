@@ -394,7 +394,9 @@ def test_random_add_delete_sequences_match_numpy(n0, ops, seed):
             compact(net, full, np.zeros(CAP, np.int64), n)
             model = delete(model, np.flatnonzero(~keep))
         else:
-            step_hp = hp._replace(deletion_threshold=arg)
+            step_hp = hp._replace(
+                deletion_threshold=arg, rule=hp.rule._replace(deletion_threshold=arg)
+            )
             step_config = config.replace(deletion_threshold=arg)
             structure_step(net, s, step_hp, draws, cycle, events, fill)
             model, ref_events, next_id = outgoing_structure_step(

@@ -28,6 +28,7 @@ from ..state import (
     Adagrad,
     ByMultiplier,
     ByOutgoing,
+    GrowthRule,
     RMSProp,
     carve,
     padded,
@@ -135,6 +136,7 @@ class MLPHyper(NamedTuple):
     adagrad_eps: np.floating
     optimizer: Adagrad | RMSProp
     criterion: ByMultiplier | ByOutgoing
+    rule: GrowthRule
 
 
 def make_mlp_hyper(config: RunConfig) -> MLPHyper:
@@ -164,6 +166,7 @@ def make_mlp_hyper(config: RunConfig) -> MLPHyper:
         adagrad_eps=base.adagrad_eps,
         optimizer=base.optimizer,
         criterion=base.criterion,
+        rule=base.rule,
     )
 
 

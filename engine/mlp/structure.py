@@ -202,7 +202,7 @@ def _neuron_step(net, s, hp, draws, b, cycle, events, fill):
     strength = s.strengths
     _neuron_strengths(hp.criterion, net, b, strength)
     n_below, n_doomed = _choose_deletions(
-        hp, strength, net.neuron_birth[b], n, draws, s.order, s.doomed, 1
+        hp.rule, strength, net.neuron_birth[b], n, draws, s.order, s.doomed, 1
     )
     if n_doomed > 0:
         keep = s.keep
@@ -221,7 +221,7 @@ def _neuron_step(net, s, hp, draws, b, cycle, events, fill):
                     _copy_neuron(net, b, j, b, new)
                 new += 1
         net.width[b] = new
-    if net.width[b] < hp.max_width and _addition_drawn(hp, n_below, draws):
+    if net.width[b] < hp.max_width and _addition_drawn(hp.rule, n_below, draws):
         j = net.width[b]
         # at threshold, in the reserve, when multipliers are learned; 1 (no multiplier)
         # under the outgoing criterion, whose strength starts at T_D / 2 instead
@@ -270,7 +270,7 @@ def _block_step(net, s, hp, draws, cycle, events, fill):
     for b in range(K):
         strength[b] = abs(net.mu[b])
     n_below, n_doomed = _choose_deletions(
-        hp, strength, net.block_birth, K, draws, s.order, s.doomed, 1
+        hp.rule, strength, net.block_birth, K, draws, s.order, s.doomed, 1
     )
     if n_doomed > 0:
         keep = s.keep
@@ -295,7 +295,7 @@ def _block_step(net, s, hp, draws, cycle, events, fill):
                     _copy_block(net, b, new)
                 new += 1
         net.counters[N_BLOCKS] = new
-    if net.counters[N_BLOCKS] < hp.max_depth and _addition_drawn(hp, n_below, draws):
+    if net.counters[N_BLOCKS] < hp.max_depth and _addition_drawn(hp.rule, n_below, draws):
         _add_block(net, s, hp, draws, cycle, events, fill)
 
 
