@@ -528,6 +528,10 @@ def build_report(results: Path, out: Path, figures_dir: Path) -> str:
         "depth D, whose conditional entropy (the floor, estimated per run to a standard "
         "error of 1e-3 nats) is the best loss possible; and the 8x8 digits.",
         "",
+        "To run the studies again (they resume; the wall times are in the table): "
+        + ", ".join(f"`diffrnn study studies/{s}.toml --out RESULTS`" for s in STUDIES)
+        + "; then this script on RESULTS.",
+        "",
         *md_table(
             ["study", "runs stored", "finished", "wall time (2 cores)"],
             [[s, str(len(data[s])), str(len(ok_runs(data[s]))), minutes(walls[s])] for s in data],
