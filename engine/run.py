@@ -123,11 +123,12 @@ def run_ids(config: RunConfig, task: str, cycles: int, seeds: Sequence[int]) -> 
     ]
 
 
-def generators(seed: int) -> dict[str, np.random.Generator]:
-    """One independent generator per purpose, all derived from the run's seed."""
-    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+def generators(seed: int, streams: Sequence[str] = STREAMS) -> dict[str, np.random.Generator]:
+    """One independent generator per purpose, all derived from the run's seed, spawned in
+    the order of ``streams`` (a longer list keeps the first ones' generators)."""
+    children = np.random.SeedSequence(seed).spawn(len(streams))
     return {
-        name: np.random.Generator(np.random.PCG64(child)) for name, child in zip(STREAMS, children)
+        name: np.random.Generator(np.random.PCG64(child)) for name, child in zip(streams, children)
     }
 
 

@@ -118,6 +118,25 @@ def _forward(net, s, hp, x, y, rows):
     return _softmax_loss(s.probs, y, rows, C)
 
 
+@internal_kernel
+def _outer_sum(err, inputs, grad, bias_grad, rows, units, width):
+    """A layer's weight and bias gradients from the errors at its outputs and its inputs:
+    grad[k, :width] = sum_i err[i, k] inputs[i, :width], bias_grad[k] = sum_i err[i, k],
+    for k < units, each sum over the batch's rows in order."""
+    for k in range(units):
+        row = grad[k]
+        for r in range(width):
+            row[r] = 0.0
+        total = 0.0
+        for i in range(rows):
+            e = err[i, k]
+            total += e
+            inp = inputs[i]
+            for r in range(width):
+                row[r] += e * inp[r]
+        bias_grad[k] = total
+
+
 @kernel(inline=True)
 def _sign(w):
     return 1.0 if w > 0 else (-1.0 if w < 0 else 0.0)
@@ -145,18 +164,7 @@ def _backward_update(net, s, hp, x, y, rows):
             probs[i, k] *= scale
     top = s.streams[K]
     dW_out, db_out, ds = s.dW_out, s.db_out, s.ds
-    for k in range(C):
-        row = dW_out[k]
-        for r in range(S):
-            row[r] = 0.0
-        total = 0.0
-        for i in range(rows):
-            e = probs[i, k]
-            total += e
-            ti = top[i]
-            for r in range(S):
-                row[r] += e * ti[r]
-        db_out[k] = total
+    _outer_sum(probs, top, dW_out, db_out, rows, C, S)
     for i in range(rows):
         di = ds[i]
         for r in range(S):
@@ -171,18 +179,7 @@ def _backward_update(net, s, hp, x, y, rows):
     for b in range(K - 1, -1, -1):
         _block_backward_update(net, s, hp, b, rows, S)
     dW_in, db_in = s.dW_in, s.db_in
-    for r in range(S):
-        total = 0.0
-        row = dW_in[r]
-        for d in range(D):
-            row[d] = 0.0
-        for i in range(rows):
-            e = ds[i, r]
-            total += e
-            xi = x[i]
-            for d in range(D):
-                row[d] += e * xi[d]
-        db_in[r] = total
+    _outer_sum(ds, x, dW_in, db_in, rows, S, D)
     _update_matrix(hp.optimizer, net.W_in, net.mem_W_in, dW_in, S, D, hp)
     _update_vector(hp.optimizer, net.b_in, net.mem_b_in, db_in, S, hp)
 
@@ -226,18 +223,7 @@ def _block_backward_update(net, s, hp, b, rows, S):
             grad_m += du * zij
             da[i, j] = du * m[j] * (1.0 - zij * zij)
         dm[j] = grad_m
-    for j in range(n):
-        row = dW1[j]
-        for r in range(S):
-            row[r] = 0.0
-        total = 0.0
-        for i in range(rows):
-            e = da[i, j]
-            total += e
-            si = inp[i]
-            for r in range(S):
-                row[r] += e * si[r]
-        dc[j] = total
+    _outer_sum(da, inp, dW1, dc, rows, n, S)
     for i in range(rows):  # ds at the block's input: the residual path plus W1's
         di, ai = ds[i], da[i]
         for j in range(n):

@@ -22,7 +22,7 @@ from ..fftasks import (
     fill_batches,
     teacher_floor,
 )
-from ..state import BIRTH, allocate_draws, refill_draws
+from ..state import BIRTH, Draws, refill_draws
 from . import loop as L
 from .state import (
     BATCH,
@@ -50,14 +50,6 @@ EVENT_BUFFER = 4096
 # model's four, then the Monte Carlo estimate of each teacher's floor (its own stream, so
 # that estimating it never moves the data)
 MLP_STREAMS = ("init", "data", "structure", "new_weights", "floor")
-
-
-def mlp_generators(seed: int) -> dict[str, np.random.Generator]:
-    children = np.random.SeedSequence(seed).spawn(len(MLP_STREAMS))
-    return {
-        name: np.random.Generator(np.random.PCG64(child))
-        for name, child in zip(MLP_STREAMS, children)
-    }
 
 
 def draws_pool_sizes(config: RunConfig) -> tuple[int, int]:
@@ -97,10 +89,10 @@ def run_mlp(
 ):
     """Train one feedforward network (arguments already checked by ``engine.run.run``)."""
     from ..jit import build_info
-    from ..run import RunResult, run_id
+    from ..run import RunResult, generators, run_id
 
     started = time.perf_counter()
-    rngs = mlp_generators(seed)
+    rngs = generators(seed, MLP_STREAMS)
     sources = build_phase_sources(
         phases, rngs["data"], input_dim=config.input_dim, classes=TEACHER_CLASSES
     )
@@ -143,10 +135,9 @@ def run_mlp(
     traces, events = [], [_initial_events(net, config)]
 
     n_uniform, n_normal = draws_pool_sizes(config)
-    draws = allocate_draws(1, 1)._replace(
-        uniforms=np.zeros(n_uniform),
-        normals=np.zeros(n_normal),
-        cursor=np.array([n_uniform, n_normal], np.int64),
+    # empty pools (cursor at the end): the first refill_draws fills them
+    draws = Draws(
+        np.zeros(n_uniform), np.zeros(n_normal), np.array([n_uniform, n_normal], np.int64)
     )
     if config.learns_width or config.learns_depth:
         refill_draws(draws, rngs["structure"], rngs["new_weights"])
