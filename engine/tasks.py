@@ -164,10 +164,10 @@ def _fill_easy(continues, out):
 
 
 @kernel
-def _fill_hard(first_group, flips, out):
-    """Groups of a/b letters; each is the previous one reversed with letter flips[g] flipped."""
-    group_len = first_group.size
-    group = first_group.copy()
+def _fill_hard(group, flips, out):
+    """Groups of a/b letters; each is the previous one reversed with letter flips[g] flipped.
+    ``group`` holds the first group and is overwritten (the caller allocates)."""
+    group_len = group.size
     i = 0
     g = 0
     n = out.size
@@ -206,7 +206,7 @@ def generate_hard(rng: np.random.Generator, group_len: int, size: int) -> np.nda
     out = np.empty(size, dtype=np.int32)
     first = np.where(rng.random(group_len) < 0.5, A, B).astype(np.int32)
     flips = rng.integers(0, group_len, size // (group_len + 2) + 2)
-    _fill_hard(first, flips, out)
+    _fill_hard(first, flips, out)  # overwrites first
     return out
 
 

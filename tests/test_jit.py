@@ -93,6 +93,37 @@ def test_the_cache_key_covers_every_kernel_source():
     assert locator.get_source_stamp()[1] == SOURCES_HASH
 
 
+def test_kernels_do_no_reference_counting_and_may_not_allocate():
+    import numba
+
+    from engine.jit import _POLICY
+
+    @numba.njit(**_POLICY)
+    def inner(arrays, i):
+        return arrays[0][i] + arrays[1][i]
+
+    @numba.njit(**_POLICY)
+    def outer(arrays):
+        total = 0.0
+        for i in range(arrays[0].size):
+            total += inner(arrays, i)
+        return total
+
+    arrays = (np.arange(3.0), np.ones(3))
+    assert outer(arrays) == 6.0
+    ir = "".join(outer.inspect_llvm().values())
+    assert "NRT_incref" not in ir and "NRT_decref" not in ir
+
+    @numba.njit(**_POLICY)
+    def allocates(n):
+        buffer = np.zeros(n)
+        return buffer.sum()
+
+    refused = "NRT required|returning of array passed"
+    with pytest.raises(numba.core.errors.NumbaError, match=refused):
+        allocates(3)
+
+
 def _ulps(got, ref):
     return np.abs(got - ref) / np.spacing(np.abs(ref))
 
