@@ -904,11 +904,15 @@ def baseline(rev: str, settings: Settings, say) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         return dict(out, skipped=f"git worktree add failed: {added.stderr.strip()}")
     try:
-        env = _child_env(NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(tree))
-        say(f"baseline {rev}: cold compile")
-        compiled = _child(["--compile-child", "float64"], env, cwd=tree)
-        if not Path(compiled["engine_file"]).resolve().is_relative_to(tree.resolve()):
-            raise RuntimeError(f"the baseline child imported {compiled['engine_file']}")
+        colds = []  # as many cold compiles as the engine's, each on an empty cache
+        for rep in range(settings.cold_reps):
+            shutil.rmtree(cache, ignore_errors=True)
+            env = _child_env(NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(tree))
+            say(f"baseline {rev}: cold compile {rep + 1}/{settings.cold_reps}")
+            compiled = _child(["--compile-child", "float64"], env, cwd=tree)
+            if not Path(compiled["engine_file"]).resolve().is_relative_to(tree.resolve()):
+                raise RuntimeError(f"the baseline child imported {compiled['engine_file']}")
+            colds.append(compiled["numba_startup_seconds"] + compiled["warm_up_seconds"])
         say(f"baseline {rev}: cycle speed")
         args = ["--engine-child", ",".join(map(str, BASELINE_SIZES)), "--dtypes", "float64"]
         args += ["--baseline-timing"] + (["--quick"] if settings.quick else [])
@@ -926,7 +930,8 @@ def baseline(rev: str, settings: Settings, say) -> dict:
     out.update(
         engine_version=compiled["engine_version"],
         target=compiled["target"],
-        cold_seconds=compiled["numba_startup_seconds"] + compiled["warm_up_seconds"],
+        cold_seconds=statistics.median(colds),
+        cold_all=colds,
         cold_compile=compiled,
         timings={
             key: _summary(t["walls"], t["cpus"], t["cycles"]) for key, t in timed["timings"].items()
@@ -1139,7 +1144,10 @@ def _render_baseline(data: dict) -> list[str]:
         "",
         f"Baseline: the engine at `{base['rev']}` (engine {base['engine_version']}, "
         f"compiled for {base['target']}) from a temporary git worktree, in fresh processes "
-        "with an empty cache dir: cold compile as above, float64; speed as the sweep, "
+        "with an empty cache dir: cold compile as above, float64 (median of "
+        f"{len(base.get('cold_all', [1]))}: "
+        f"{', '.join(f'{x:.2f}' for x in base.get('cold_all', [base['cold_seconds']]))} s); "
+        "speed as the sweep, "
         f"median of {base['timings'][next(iter(base['timings']))]['reps']} repetitions in "
         "one process. Now = this run's figures.",
         "",
