@@ -292,35 +292,44 @@ def internal_kernel(function):
 
 
 def by_type(name: str, implementations: dict[type, object]):
-    """A function for kernels, ``f(selector, *args)``, that calls
-    ``implementations[type(selector)](selector, *args)``.
+    """A function for kernels, ``f(selector, ...)``, that is
+    ``implementations[type(selector)](selector, ...)``.
 
     ``selector`` is a NamedTuple (say the run's optimizer settings, ``Adagrad`` or
     ``RMSProp``); the implementation is chosen by its class when the calling kernel is
     compiled, not at run time, so a run compiles (and caches) only the implementations
-    its own method uses, and the others cost nothing. Implementations are kernels.
+    its own method uses, and the others cost nothing. Implementations are kernels with
+    the same parameters (names included), which ``f`` takes too.
+
+    The chosen implementation's Python function is compiled as ``f`` itself (Numba's
+    ``overload``), with the policy of internal kernels: no forwarding function between
+    the caller and it, whose own module, optimisation and machine code cost 0.1 s of a
+    cold compile apiece.
     """
+    import inspect
+
     from numba.core import types
     from numba.extending import overload
 
-    def function(selector, *args):
-        raise TypeError(f"{name} is called from compiled kernels only")
+    signatures = {str(inspect.signature(k.py_func)) for k in implementations.values()}
+    if len(signatures) != 1:
+        raise TypeError(f"{name}: the implementations' parameters differ: {signatures}")
+    parameters = signatures.pop()
+    namespace = {"message": f"{name} is called from compiled kernels only"}
+    exec(f"def {name}{parameters}:\n    raise TypeError(message)\n", namespace)
+    function = namespace[name]
 
-    function.__name__ = function.__qualname__ = name
-
-    @overload(function, jit_options=dict(_POLICY))
-    def _choose(selector, *args):
+    def choose(selector):
         if not isinstance(selector, types.BaseNamedTuple):
             return None
         target = implementations.get(selector.instance_class)
-        if target is None:
-            return None
+        return None if target is None else target.py_func
 
-        def call(selector, *args):
-            return target(selector, *args)
-
-        return call
-
+    # Numba requires the typing function's parameters to be the implementation's
+    first = next(iter(inspect.signature(function).parameters))
+    namespace["choose"] = choose
+    exec(f"def {name}_typing{parameters}:\n    return choose({first})\n", namespace)
+    overload(function, jit_options=dict(_POLICY, **_INTERNAL))(namespace[f"{name}_typing"])
     return function
 
 

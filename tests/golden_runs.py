@@ -34,6 +34,14 @@ CASES = {
     "fixed-20": ({"mode": "fixed", "hidden_size": 20}, "hard", 3000, 14),
     "float32": ({"dtype": "float32"}, "hard", 3000, 15),
     "variable-grown": ({"add_prob": 0.5, "delete_prob": 0.5, "capacity": 40}, "hard", 2500, 16),
+    # the later method (its studies are stored too), and inheritance under the first
+    "later-easy-hard-easy": (
+        {"criterion": "outgoing", "optimizer": "rmsprop", "log_every": 250},
+        "easy-hard-easy",
+        4000,
+        17,
+    ),
+    "inherit": ({"inherit_deleted": True, "add_prob": 0.5, "delete_prob": 0.5}, "hard", 3000, 18),
     # the feedforward model: widths and depth learned, a schedule of teachers, the later
     # method on digits, float32, and a fixed network
     "mlp-teacher": ({"model": "mlp", "log_every": 250}, "teacher:8x2", 3000, 21),
