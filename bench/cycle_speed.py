@@ -904,10 +904,10 @@ def baseline(rev: str, settings: Settings, say) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         return dict(out, skipped=f"git worktree add failed: {added.stderr.strip()}")
     try:
+        env = _child_env(NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(tree))
         colds = []  # as many cold compiles as the engine's, each on an empty cache
         for rep in range(settings.cold_reps):
             shutil.rmtree(cache, ignore_errors=True)
-            env = _child_env(NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(tree))
             say(f"baseline {rev}: cold compile {rep + 1}/{settings.cold_reps}")
             compiled = _child(["--compile-child", "float64"], env, cwd=tree)
             if not Path(compiled["engine_file"]).resolve().is_relative_to(tree.resolve()):

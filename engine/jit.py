@@ -311,10 +311,11 @@ def by_type(name: str, implementations: dict[type, object]):
     from numba.core import types
     from numba.extending import overload
 
-    signatures = {str(inspect.signature(k.py_func)) for k in implementations.values()}
+    signatures = {inspect.signature(k.py_func) for k in implementations.values()}
     if len(signatures) != 1:
         raise TypeError(f"{name}: the implementations' parameters differ: {signatures}")
-    parameters = signatures.pop()
+    signature = signatures.pop()
+    parameters, first = str(signature), next(iter(signature.parameters))
     namespace = {"message": f"{name} is called from compiled kernels only"}
     exec(f"def {name}{parameters}:\n    raise TypeError(message)\n", namespace)
     function = namespace[name]
@@ -326,7 +327,6 @@ def by_type(name: str, implementations: dict[type, object]):
         return None if target is None else target.py_func
 
     # Numba requires the typing function's parameters to be the implementation's
-    first = next(iter(inspect.signature(function).parameters))
     namespace["choose"] = choose
     exec(f"def {name}_typing{parameters}:\n    return choose({first})\n", namespace)
     overload(function, jit_options=dict(_POLICY, **_INTERNAL))(namespace[f"{name}_typing"])
